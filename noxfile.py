@@ -1,0 +1,48 @@
+"""Sessions for krun. `scripts/test` runs the default ones inside .venv.
+
+Every session runs on the interpreter that invokes nox (the project's .venv,
+built by scripts/install), so nox never downloads anything itself.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.error_on_missing_interpreters = True
+
+
+def _pytest(session: nox.Session, *args: str) -> None:
+    session.run("pytest", *args, *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff: lint rules and formatting."""
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy, strict on krun/ and emulator/."""
+    session.run("mypy")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Every tier CI runs: unit, then integration (loopback)."""
+    _pytest(session, "tests")
+
+
+@nox.session(default=False)
+def unit(session: nox.Session) -> None:
+    """Pure cores only: no sockets, no root."""
+    _pytest(session, "tests/unit")
+
+
+@nox.session(default=False)
+def integration(session: nox.Session) -> None:
+    """The emulator against real clients, on loopback."""
+    _pytest(session, "tests/integration")
