@@ -1,0 +1,496 @@
+"""World files: a YAML definition validated into a `World`.
+
+Validation collects every problem before failing, and each problem names its
+field by path (`projects[0].clusters[1].location: required`), so one run of
+`krun-emulator check` shows everything wrong with a file.
+
+Shape (every key is documented in docs/world-file.md):
+
+    name: demo
+    token_lifetime_s: 3600
+    projects:
+      - id: demo-project
+        number: 123456789012
+        labels: {mesh-namespace: fortio}
+        iam: {roles/container.clusterViewer: [serviceAccount:...]}
+        service_accounts: [{name: k8s-fortio, iam: {...}}]
+        clusters: [{name: istio, location: us-central1-c, resource_labels: {mesh_id: ...}}]
+        run_services: [{name: fortio, region: us-central1, service_account: ...}]
+    instances:
+      - {name: vm-1, flavour: vm, project: demo-project, zone: us-central1-a}
+    faults:
+      - {service: container, kind: status, status: 503, times: 1}
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from emulator.errors import WorldFileError
+from emulator.faults import FaultTable, parse_fault
+from emulator.pki import WorldPKI
+from emulator.tokens import TokenAuthority
+from emulator.world import (
+    DEFAULT_SCOPES,
+    Cluster,
+    Flavour,
+    Instance,
+    Project,
+    RunService,
+    ServiceAccount,
+    World,
+    region_of,
+    stable_hex,
+    stable_number,
+)
+
+_PROJECT_ID = re.compile(r"[a-z][-a-z0-9]{4,28}[a-z0-9]")
+_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+_SA_NAME = re.compile(r"[a-z]([-a-z0-9]{4,28}[a-z0-9])")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-z]+")
+_LOCATION = re.compile(r"[a-z]+-[a-z]+[0-9]+(-[a-z])?")
+_MEMBER = re.compile(
+    r"allUsers|allAuthenticatedUsers|(user|serviceAccount|group|domain):\S+|principal(Set)?://\S+"
+)
+
+_TOP = {"name", "token_lifetime_s", "projects", "instances", "faults"}
+_PROJECT = {
+    "id",
+    "number",
+    "name",
+    "labels",
+    "attributes",
+    "iam",
+    "service_accounts",
+    "clusters",
+    "run_services",
+}
+_ACCOUNT = {"name", "email", "display_name", "disabled", "iam"}
+_CLUSTER = {
+    "name",
+    "location",
+    "resource_labels",
+    "status",
+    "master_version",
+    "endpoint",
+    "endpoint_port",
+}
+_RUN = {"name", "region", "service_account", "invokers"}
+_INSTANCE = {
+    "name",
+    "flavour",
+    "project",
+    "zone",
+    "region",
+    "service_account",
+    "scopes",
+    "attributes",
+    "address",
+    "hostname",
+    "cluster",
+    "service",
+    "id",
+}
+_CLUSTER_STATUSES = {"PROVISIONING", "RUNNING", "RECONCILING", "STOPPING", "ERROR", "DEGRADED"}
+
+
+class _Checker:
+    """Reads typed fields out of parsed YAML, recording problems instead of raising."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    def mapping(self, obj: Any, where: str, allowed: set[str]) -> dict[str, Any]:
+        if not isinstance(obj, dict):
+            self.fail(where, f"must be a mapping, got {_kind(obj)}")
+            return {}
+        for key in sorted(set(obj) - allowed, key=str):
+            self.fail(f"{where}.{key}", f"unknown field (known: {', '.join(sorted(allowed))})")
+        return obj
+
+    def string(
+        self,
+        obj: dict[str, Any],
+        key: str,
+        where: str,
+        *,
+        required: bool = False,
+        pattern: re.Pattern[str] | None = None,
+        default: str = "",
+    ) -> str:
+        if key not in obj or obj[key] is None:
+            if required:
+                self.fail(f"{where}.{key}", "required")
+            return default
+        value = obj[key]
+        if not isinstance(value, str) or not value:
+            self.fail(f"{where}.{key}", f"must be a non-empty string, got {_kind(value)}")
+            return default
+        if pattern is not None and pattern.fullmatch(value) is None:
+            self.fail(f"{where}.{key}", f"{value!r} does not match {pattern.pattern}")
+        return value
+
+    def integer(
+        self, obj: dict[str, Any], key: str, where: str, *, low: int, high: int, default: int | None
+    ) -> int | None:
+        if key not in obj:
+            if default is None:
+                self.fail(f"{where}.{key}", "required")
+            return default
+        value = obj[key]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            self.fail(f"{where}.{key}", f"must be an integer in [{low}, {high}], got {value!r}")
+            return default
+        return value
+
+    def str_map(self, obj: dict[str, Any], key: str, where: str) -> dict[str, str]:
+        value = obj.get(key) or {}
+        if not isinstance(value, dict):
+            self.fail(f"{where}.{key}", f"must be a mapping of strings, got {_kind(value)}")
+            return {}
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or isinstance(v, dict | list) or v is None:
+                self.fail(f"{where}.{key}.{k}", "keys and values must be strings")
+                continue
+            out[k] = str(v).lower() if isinstance(v, bool) else str(v)
+        return out
+
+    def members(self, value: Any, where: str) -> set[str]:
+        if not isinstance(value, list):
+            self.fail(where, f"must be a list of IAM members, got {_kind(value)}")
+            return set()
+        out: set[str] = set()
+        for i, member in enumerate(value):
+            if not isinstance(member, str) or _MEMBER.fullmatch(member) is None:
+                self.fail(
+                    f"{where}[{i}]",
+                    f"{member!r} is not an IAM member (like serviceAccount:EMAIL or allUsers)",
+                )
+            else:
+                out.add(member)
+        return out
+
+    def policy(self, obj: dict[str, Any], key: str, where: str) -> dict[str, set[str]]:
+        value = obj.get(key) or {}
+        if not isinstance(value, dict):
+            self.fail(f"{where}.{key}", f"must map roles to member lists, got {_kind(value)}")
+            return {}
+        policy: dict[str, set[str]] = {}
+        for role, members in value.items():
+            if not isinstance(role, str) or not role.startswith("roles/"):
+                self.fail(f"{where}.{key}.{role}", "role names start with 'roles/'")
+                continue
+            policy[role] = self.members(members, f"{where}.{key}.{role}")
+        return policy
+
+    def items(self, obj: dict[str, Any], key: str, where: str) -> list[tuple[str, Any]]:
+        value = obj.get(key) or []
+        if not isinstance(value, list):
+            self.fail(f"{where}.{key}", f"must be a list, got {_kind(value)}")
+            return []
+        return [(f"{where}.{key}[{i}]", item) for i, item in enumerate(value)]
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def load_world(
+    path: Path, *, clock: Callable[[], float] = time.time, pki: WorldPKI | None = None
+) -> World:
+    """Read and validate a world file; WorldFileError lists every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WorldFileError(str(path), [f"cannot read: {exc.strerror}"]) from exc
+    return parse_world(text, source=str(path), clock=clock, pki=pki)
+
+
+def parse_world(
+    text: str,
+    *,
+    source: str = "<string>",
+    clock: Callable[[], float] = time.time,
+    pki: WorldPKI | None = None,
+) -> World:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        raise WorldFileError(source, [f"{where}: not valid YAML: {exc}"]) from exc
+    return build_world(raw, source=source, clock=clock, pki=pki)
+
+
+def build_world(
+    raw: Any,
+    *,
+    source: str = "<data>",
+    clock: Callable[[], float] = time.time,
+    pki: WorldPKI | None = None,
+) -> World:
+    """Validate parsed YAML/JSON and build the world it describes."""
+    check = _Checker()
+    top = check.mapping(raw, "world", _TOP)
+    name = check.string(top, "name", "world", default="world")
+    lifetime = check.integer(top, "token_lifetime_s", "world", low=60, high=43200, default=3600)
+    projects: dict[str, Project] = {}
+    project_items = check.items(top, "projects", "world")
+    if not project_items and not any(p.startswith("world.projects") for p in check.problems):
+        check.fail("world.projects", "required: at least one project")
+    for where, item in project_items:
+        project = _project(check, item, where)
+        if project is None:
+            continue
+        if project.id in projects:
+            check.fail(f"{where}.id", f"duplicate project id {project.id!r}")
+        numbers = {p.number for p in projects.values()}
+        if project.number in numbers:
+            check.fail(f"{where}.number", f"duplicate project number {project.number}")
+        projects[project.id] = project
+    accounts = {a.email: a for p in projects.values() for a in p.service_accounts.values()}
+    for where, item in project_items:
+        pid = item.get("id") if isinstance(item, dict) else None
+        if isinstance(pid, str) and pid in projects:
+            _run_services(check, item, where, projects[pid], accounts)
+    instances: dict[str, Instance] = {}
+    for where, item in check.items(top, "instances", "world"):
+        instance = _instance(check, item, where, projects, accounts)
+        if instance is None:
+            continue
+        if instance.name in instances:
+            check.fail(f"{where}.name", f"duplicate instance name {instance.name!r}")
+        instances[instance.name] = instance
+    faults = FaultTable()
+    for where, item in check.items(top, "faults", "world"):
+        try:
+            faults.add(parse_fault(item, where=where, now=clock()))
+        except ValueError as exc:
+            check.problems.append(str(exc))
+    if check.problems:
+        raise WorldFileError(source, check.problems)
+    pki = pki or WorldPKI(name)
+    for project in projects.values():
+        for cluster in project.clusters:
+            cluster.ca_pem = pki.root_pem.decode()
+            cluster.sa_signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return World(
+        name=name,
+        projects=projects,
+        instances=instances,
+        pki=pki,
+        tokens=TokenAuthority(),
+        faults=faults,
+        clock=clock,
+        token_lifetime=lifetime or 3600,
+    )
+
+
+def _project(check: _Checker, item: Any, where: str) -> Project | None:
+    obj = check.mapping(item, where, _PROJECT)
+    if not isinstance(item, dict):
+        return None
+    pid = check.string(obj, "id", where, required=True, pattern=_PROJECT_ID)
+    number = check.integer(obj, "number", where, low=1, high=10**15 - 1, default=None)
+    valid = bool(pid) and number is not None
+    # An invalid id or number still gets its children checked, so one run
+    # reports every problem in the file.
+    pid = pid or "invalid-project"
+    project = Project(
+        id=pid,
+        number=number or 0,
+        name=check.string(obj, "name", where, default=pid),
+        labels=check.str_map(obj, "labels", where),
+        attributes=check.str_map(obj, "attributes", where),
+        iam=check.policy(obj, "iam", where),
+    )
+    for sa_where, sa_item in check.items(obj, "service_accounts", where):
+        account = _account(check, sa_item, sa_where, project)
+        if account is None:
+            continue
+        if account.email in project.service_accounts:
+            check.fail(sa_where, f"duplicate service account {account.email!r}")
+        project.service_accounts[account.email] = account
+    for c_where, c_item in check.items(obj, "clusters", where):
+        cluster = _cluster(check, c_item, c_where, pid)
+        if cluster is None:
+            continue
+        if any(c.name == cluster.name and c.location == cluster.location for c in project.clusters):
+            check.fail(f"{c_where}.name", f"duplicate cluster {cluster.location}/{cluster.name}")
+        project.clusters.append(cluster)
+    return project if valid else None
+
+
+def _account(check: _Checker, item: Any, where: str, project: Project) -> ServiceAccount | None:
+    obj = check.mapping(item, where, _ACCOUNT)
+    if not isinstance(item, dict):
+        return None
+    if ("name" in obj) == ("email" in obj):
+        check.fail(where, "give exactly one of 'name' (in this project) or 'email' (any domain)")
+        return None
+    if "name" in obj:
+        name = check.string(obj, "name", where, required=True, pattern=_SA_NAME)
+        email = f"{name}@{project.id}.iam.gserviceaccount.com"
+    else:
+        email = check.string(obj, "email", where, required=True, pattern=_EMAIL)
+    disabled = obj.get("disabled", False)
+    if not isinstance(disabled, bool):
+        check.fail(f"{where}.disabled", "must be true or false")
+        disabled = False
+    return ServiceAccount(
+        email=email,
+        project_id=project.id,
+        unique_id=str(stable_number(email, 21)),
+        display_name=check.string(obj, "display_name", where),
+        disabled=disabled,
+        iam=check.policy(obj, "iam", where),
+    )
+
+
+def _cluster(check: _Checker, item: Any, where: str, project_id: str) -> Cluster | None:
+    obj = check.mapping(item, where, _CLUSTER)
+    if not isinstance(item, dict):
+        return None
+    name = check.string(obj, "name", where, required=True, pattern=_NAME)
+    location = check.string(obj, "location", where, required=True, pattern=_LOCATION)
+    status = check.string(obj, "status", where, default="RUNNING")
+    if status not in _CLUSTER_STATUSES:
+        check.fail(f"{where}.status", f"must be one of {sorted(_CLUSTER_STATUSES)}")
+    port = check.integer(obj, "endpoint_port", where, low=1, high=65535, default=443)
+    cluster = Cluster(
+        project_id=project_id,
+        name=name,
+        location=location,
+        resource_labels=check.str_map(obj, "resource_labels", where),
+        status=status,
+        endpoint=check.string(obj, "endpoint", where, default="127.0.0.1"),
+        endpoint_port=port or 443,
+    )
+    if "master_version" in obj:
+        cluster.master_version = check.string(obj, "master_version", where)
+    return cluster
+
+
+def _run_services(
+    check: _Checker,
+    item: dict[str, Any],
+    where: str,
+    project: Project,
+    accounts: dict[str, ServiceAccount],
+) -> None:
+    for r_where, r_item in check.items(item, "run_services", where):
+        obj = check.mapping(r_item, r_where, _RUN)
+        if not isinstance(r_item, dict):
+            continue
+        name = check.string(obj, "name", r_where, required=True, pattern=_NAME)
+        region = check.string(obj, "region", r_where, required=True, pattern=_LOCATION)
+        account = check.string(obj, "service_account", r_where, required=True)
+        if account and account not in accounts:
+            check.fail(f"{r_where}.service_account", f"{account!r} is not a service account here")
+        invokers = check.members(obj.get("invokers", []), f"{r_where}.invokers")
+        if any(s.name == name and s.region == region for s in project.run_services):
+            check.fail(f"{r_where}.name", f"duplicate Cloud Run service {region}/{name}")
+        project.run_services.append(
+            RunService(
+                project_id=project.id,
+                name=name,
+                region=region,
+                service_account=account,
+                invokers=invokers,
+                revision=f"{name}-00001-{stable_hex(name + region, 3)}",
+            )
+        )
+
+
+def _instance(
+    check: _Checker,
+    item: Any,
+    where: str,
+    projects: dict[str, Project],
+    accounts: dict[str, ServiceAccount],
+) -> Instance | None:
+    obj = check.mapping(item, where, _INSTANCE)
+    if not isinstance(item, dict):
+        return None
+    name = check.string(obj, "name", where, required=True, pattern=_NAME)
+    raw_flavour = obj.get("flavour")
+    try:
+        flavour = Flavour(str(raw_flavour))
+    except ValueError:
+        check.fail(
+            f"{where}.flavour",
+            f"must be one of {[f.value for f in Flavour]}, got {raw_flavour!r}",
+        )
+        return None
+    project_id = check.string(obj, "project", where, required=True)
+    project = projects.get(project_id)
+    if project_id and project is None:
+        check.fail(f"{where}.project", f"{project_id!r} is not a project in this world")
+    account: str | None = check.string(obj, "service_account", where) or None
+    if account is not None and account not in accounts:
+        check.fail(f"{where}.service_account", f"{account!r} is not a service account here")
+    scopes = obj.get("scopes", list(DEFAULT_SCOPES))
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        check.fail(f"{where}.scopes", "must be a list of OAuth scope URLs")
+        scopes = list(DEFAULT_SCOPES)
+    attributes = check.str_map(obj, "attributes", where)
+    cluster_name = check.string(obj, "cluster", where) or None
+    service_name = check.string(obj, "service", where) or None
+    zone = check.string(obj, "zone", where, pattern=_LOCATION)
+    if project is None or not name:
+        return None
+    if flavour is Flavour.SERVERLESS:
+        service = next((s for s in project.run_services if s.name == service_name), None)
+        if service is None:
+            check.fail(f"{where}.service", "a cloudrun instance names a run_service of its project")
+            return None
+        zone = zone or f"{service.region}-1"
+        account = account or service.service_account
+        default_id = stable_hex(f"{project_id}/{name}", 64) + stable_hex(name, 32)
+    elif flavour is Flavour.GKE:
+        cluster = next((c for c in project.clusters if c.name == cluster_name), None)
+        if cluster is None:
+            check.fail(f"{where}.cluster", "a gke instance names a cluster of its project")
+            return None
+        zone = zone or (cluster.location if cluster.zonal else f"{cluster.location}-a")
+        attributes = {
+            "cluster-name": cluster.name,
+            "cluster-location": cluster.location,
+            "cluster-uid": stable_hex(cluster.self_link, 32),
+            **attributes,
+        }
+        default_id = str(stable_number(f"{project_id}/{name}", 19))
+    else:
+        if not zone:
+            check.fail(f"{where}.zone", "required for a vm")
+            return None
+        default_id = str(stable_number(f"{project_id}/{name}", 19))
+    if region_of(zone) == zone and flavour is not Flavour.SERVERLESS:
+        check.fail(f"{where}.zone", f"{zone!r} is a region; a zone looks like us-central1-a")
+    return Instance(
+        name=name,
+        flavour=flavour,
+        project_id=project_id,
+        zone=zone,
+        id=check.string(obj, "id", where, default=default_id),
+        service_account=account,
+        scopes=tuple(scopes),
+        attributes=attributes,
+        address=check.string(obj, "address", where) or None,
+        hostname=check.string(
+            obj, "hostname", where, default=f"{name}.{zone}.c.{project_id}.internal"
+        ),
+        cluster=cluster_name,
+        service=service_name,
+    )
