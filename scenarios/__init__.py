@@ -1,0 +1,1 @@
+"""The scenario harness: whole deployments on one machine, run end to end."""
