@@ -1,0 +1,1 @@
+"""Small apps that scenarios run inside instances and pods."""
