@@ -1,0 +1,1 @@
+"""Workload identity: Google tokens (`google`) behind a per-audience cache (`cache`)."""
