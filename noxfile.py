@@ -46,3 +46,9 @@ def unit(session: nox.Session) -> None:
 def integration(session: nox.Session) -> None:
     """The emulator against real clients, on loopback."""
     _pytest(session, "tests/integration")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """World start-up costs (world up, gen1/gen2 ready) as ratios to a same-run baseline."""
+    session.run("python", "-m", "scenarios.bench", *session.posargs)

@@ -4,7 +4,9 @@
     krun-emulator check FILE
 
 `serve` prints one JSON line (the world's name, the CA file clients must trust,
-and the endpoint map: service name -> URL), then runs until SIGTERM or SIGINT.
+the endpoint map: service name -> URL, and `kubeconfigs`: each cluster's
+`kube/PROJECT/LOCATION/NAME` key -> an admin kubeconfig for `kubectl
+--kubeconfig`), then runs until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from emulator.clock import OffsetClock
 from emulator.errors import WorldFileError
+from emulator.kube.kubeconfig import publish
 from emulator.serve import Emulator
 from emulator.services import build_services
 from emulator.testing import demo_world_text
@@ -50,7 +53,13 @@ async def _serve(world: World, host: str, state_dir: Path) -> int:
     except OSError as exc:
         print(f"krun-emulator: {exc}", file=sys.stderr)
         return 1
-    line = {"world": world.name, "ca_file": str(emulator.ca_file), "endpoints": endpoints}
+    kubeconfigs = publish(world, endpoints, state_dir)
+    line = {
+        "world": world.name,
+        "ca_file": str(emulator.ca_file),
+        "endpoints": endpoints,
+        "kubeconfigs": kubeconfigs,
+    }
     print(json.dumps(line, separators=(",", ":")), flush=True)
     await stop.wait()
     log.info("stopping")

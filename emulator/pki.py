@@ -93,6 +93,49 @@ class WorldPKI:
         path.write_bytes(self.root_pem)
         return path
 
+    def issue_intermediate(
+        self, common_name: str, *, days: int = 3650
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        """A CA certificate under the root (path length 0), for a CA that signs on its own."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "krun emulator"),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
+            ]
+        )
+        usage = x509.KeyUsage(
+            digital_signature=True,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=True,
+            crl_sign=True,
+            encipher_only=False,
+            decipher_only=False,
+        )
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self._name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self._now - dt.timedelta(hours=1))
+            .not_valid_after(self._now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(usage, critical=True)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                critical=False,
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        return cert, key
+
     def issue_server(
         self, names: list[str], *, days: int = 365, client_auth: bool = False
     ) -> ServerCertificate:

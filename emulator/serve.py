@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Self, cast
+from typing import Any, Protocol, Self, cast
 
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.tcp_server import TCPServer
@@ -55,6 +55,18 @@ class ServiceSpec:
     port: int = 0
     fault_service: str = ""
     """Service name for fault matching when it differs from `name`."""
+    server: OwnServer | None = None
+    """A service that binds and answers by itself (istiod's grpc.aio server); `app` is unused."""
+
+
+class OwnServer(Protocol):
+    """A listener the emulator starts and stops but does not serve through hypercorn."""
+
+    async def start(self, host: str, port: int) -> str:
+        """Bind and serve; return the URL for the endpoint map."""
+        ...
+
+    async def stop(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -80,6 +92,12 @@ class _Accepted(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast("asyncio.Transport", transport)
         transport.pause_reading()
+        # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and ours
+        # are made with proto 0: without it, Nagle holds each response's body until
+        # the client's delayed ACK, 40 ms per keep-alive request.
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._accepted(transport)
 
 
@@ -148,6 +166,7 @@ class Emulator:
         self.ca_file = state_dir / "ca.pem"
         self.endpoints: dict[str, str] = {}
         self._listeners: list[_Listener] = []
+        self._own: list[OwnServer] = []
         self._connections: dict[asyncio.Task[Any], asyncio.Transport] = {}
         self._config = _hypercorn_config()
 
@@ -182,6 +201,10 @@ class Emulator:
         self.world.pki.write_root(self.ca_file)
         try:
             for spec in self.specs:
+                if spec.server is not None:
+                    self._own.append(spec.server)
+                    self.endpoints[spec.name] = await spec.server.start(spec.host, spec.port)
+                    continue
                 sock = self._bind(spec)
                 context = self._ssl_context(spec) if spec.tls else None
                 listener = _Listener(spec, sock, context)
@@ -267,6 +290,9 @@ class Emulator:
             if listener.server is not None:
                 await listener.server.wait_closed()
         self._listeners.clear()
+        for own in self._own:
+            await own.stop()
+        self._own.clear()
 
 
 @dataclass

@@ -12,14 +12,30 @@ hostnames each answers to inside a world of namespaces:
 * `iamcredentials`: IAM Credentials v1 (iamcredentials.googleapis.com);
 * `oauth2`: ID-token certificates and OIDC discovery (www.googleapis.com,
   oauth2.googleapis.com, accounts.google.com);
+* `run`: the Cloud Run front end (every `*.a.run.app` host of the world), served
+  only when the caller passes the `RunInstances` it forwards to;
+* `istiod/PROJECT/CLUSTER`: istiod of a mesh cluster (one with a `mesh_id` label): Istio CA,
+  ADS and SDS over gRPC with TLS (istiod.istio-system.svc:15012);
+* `istiod-debug/PROJECT/CLUSTER`: its debug API (`/debug/syncz`, `/debug/config_dump`; plain HTTP);
+* `kube/<project>/<location>/<cluster>`: the Kubernetes API server of each GKE
+  cluster (its GKE `endpoint`; also kubernetes.default.svc inside the cluster);
 * `admin`: the emulator's admin API (loopback only, plain HTTP).
+
+`bind` maps endpoint-map keys to the (host, port) a service listens on instead of
+`host` and port 0: inside a world of namespaces every Google host has its own
+address, so each service keeps the real port (443, metadata 80).
 
 Every Google API listener is TLS with a certificate from the world CA.
 """
 
 from __future__ import annotations
 
-from emulator import admin, crm, gke, iam, metadata, oauth2, sts
+from collections.abc import Mapping
+
+from emulator import admin, cloudrun, crm, gke, iam, metadata, oauth2, sts
+from emulator.istio import server as istio_server
+from emulator.kube import apiserver as kube_apiserver
+from emulator.kube.kubeconfig import service_key as kube_service_key
 from emulator.serve import ServiceSpec
 from emulator.world import World
 
@@ -31,6 +47,13 @@ GOOGLE_APIS = {
     "oauth2": oauth2,
 }
 
+KUBE_HOSTNAMES = (
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+
 
 def build_services(
     world: World,
@@ -38,6 +61,8 @@ def build_services(
     host: str = "127.0.0.1",
     endpoints: dict[str, str] | None = None,
     per_instance_metadata: bool = True,
+    bind: Mapping[str, tuple[str, int]] | None = None,
+    run_instances: cloudrun.RunInstances | None = None,
 ) -> list[ServiceSpec]:
     """Every service for `world`, each on its own port of `host` (port 0: chosen by the OS).
 
@@ -68,5 +93,29 @@ def build_services(
         ServiceSpec(key, module.create_app(world), tls=True, hostnames=module.HOSTNAMES, host=host)
         for key, module in GOOGLE_APIS.items()
     ]
+    if run_instances is not None:
+        specs.append(
+            ServiceSpec(
+                "run",
+                cloudrun.create_app(world, run_instances),
+                tls=True,
+                hostnames=cloudrun.hostnames(world),
+                host=host,
+            )
+        )
+    specs += istio_server.service_specs(world, host=host)
+    specs += [
+        ServiceSpec(
+            kube_service_key(cluster),
+            kube_apiserver.create_app(world, cluster),
+            tls=True,
+            hostnames=(*KUBE_HOSTNAMES, cluster.endpoint),
+            host=host,
+        )
+        for cluster in world.all_clusters()
+    ]
     specs.append(ServiceSpec("admin", admin.create_app(world, lambda: shown), tls=False))
+    for spec in specs:
+        if bind is not None and spec.name in bind:
+            spec.host, spec.port = bind[spec.name]
     return specs

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from emulator.clock import OffsetClock
+from emulator.kube.kubeconfig import publish
 from emulator.serve import EmulatorThread
 from emulator.services import build_services
 from emulator.world import World
@@ -32,6 +33,8 @@ class RunningEmulator:
     endpoints: dict[str, str]
     ca_file: Path
     state_dir: Path
+    kubeconfigs: dict[str, str] = field(default_factory=dict)
+    """`kube/PROJECT/LOCATION/CLUSTER` -> the admin kubeconfig written for that API server."""
 
     def url(self, service: str) -> str:
         try:
@@ -42,6 +45,13 @@ class RunningEmulator:
     def hostport(self, service: str) -> str:
         """`127.0.0.1:PORT` of a service, as GCE_METADATA_HOST and api_endpoint want it."""
         return self.url(service).split("://", 1)[1]
+
+    def kubeconfig(self, key: str = "kube/mesh-demo/us-central1-c/istio") -> Path:
+        """The admin kubeconfig of a cluster's API server (the demo's `istio` by default)."""
+        try:
+            return Path(self.kubeconfigs[key])
+        except KeyError:
+            raise KeyError(f"no cluster {key!r}; have {sorted(self.kubeconfigs)}") from None
 
     def metadata_env(self, instance: str | None = None) -> dict[str, str]:
         """Variables that point google-auth and the Go client at this metadata server."""
@@ -65,4 +75,5 @@ def start(
     thread = EmulatorThread(world, build_services(world, endpoints=endpoints), state_dir)
     with thread:
         endpoints.update(thread.endpoints)
-        yield RunningEmulator(world, clock, endpoints, thread.ca_file, state_dir)
+        kubeconfigs = publish(world, thread.endpoints, state_dir)
+        yield RunningEmulator(world, clock, endpoints, thread.ca_file, state_dir, kubeconfigs)

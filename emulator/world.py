@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
     from emulator.faults import FaultTable
+    from emulator.istio.model import MeshModel
+    from emulator.kube.cluster import KubeCluster
     from emulator.pki import WorldPKI
     from emulator.tokens import TokenAuthority
 
@@ -139,6 +141,10 @@ class Cluster:
     """PEM of the CA that signs the API server's certificate (the world CA)."""
     sa_signing_key: RSAPrivateKey | None = None
     """Signs and verifies this cluster's Kubernetes service-account tokens."""
+    kube: KubeCluster | None = field(default=None, repr=False, compare=False)
+    """The emulated API server's objects; `emulator.kube.kube_cluster` makes it on first use."""
+    mesh: MeshModel | None = field(default=None, repr=False, compare=False)
+    """What this cluster's istiod serves; `emulator.istio.server.mesh_model` makes it."""
 
     @property
     def self_link(self) -> str:
@@ -170,6 +176,12 @@ class RunService:
     invokers: set[str] = field(default_factory=set)
     """Members holding roles/run.invoker on the service (`allUsers` makes it public)."""
     revision: str = ""
+    container_port: int = 8080
+    """Where the front end sends requests: 8080 (`PORT`), or 15009 for mesh (HBONE) services."""
+    min_instances: int = 0
+    max_instances: int = 100
+    concurrency: int = 80
+    """Requests one instance takes at once before the front end starts another."""
 
     @property
     def url(self) -> str:

@@ -82,7 +82,16 @@ _CLUSTER = {
     "endpoint",
     "endpoint_port",
 }
-_RUN = {"name", "region", "service_account", "invokers"}
+_RUN = {
+    "name",
+    "region",
+    "service_account",
+    "invokers",
+    "container_port",
+    "min_instances",
+    "max_instances",
+    "concurrency",
+}
 _INSTANCE = {
     "name",
     "flavour",
@@ -399,6 +408,12 @@ def _run_services(
         if account and account not in accounts:
             check.fail(f"{r_where}.service_account", f"{account!r} is not a service account here")
         invokers = check.members(obj.get("invokers", []), f"{r_where}.invokers")
+        port = check.integer(obj, "container_port", r_where, low=1, high=65535, default=8080)
+        low = check.integer(obj, "min_instances", r_where, low=0, high=1000, default=0)
+        high = check.integer(obj, "max_instances", r_where, low=1, high=1000, default=100)
+        concurrency = check.integer(obj, "concurrency", r_where, low=1, high=1000, default=80)
+        if low is not None and high is not None and low > high:
+            check.fail(f"{r_where}.min_instances", f"{low} is more than max_instances ({high})")
         if any(s.name == name and s.region == region for s in project.run_services):
             check.fail(f"{r_where}.name", f"duplicate Cloud Run service {region}/{name}")
         project.run_services.append(
@@ -409,6 +424,10 @@ def _run_services(
                 service_account=account,
                 invokers=invokers,
                 revision=f"{name}-00001-{stable_hex(name + region, 3)}",
+                container_port=port or 8080,
+                min_instances=low or 0,
+                max_instances=high or 100,
+                concurrency=concurrency or 80,
             )
         )
 

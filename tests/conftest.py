@@ -13,7 +13,25 @@ from pathlib import Path
 
 import pytest
 
+# Before grpc is imported (through emulator.testing): see scenarios/__init__.py.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from emulator.testing import PointGoogleAuth, RunningEmulator, start
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite tests/golden/ files from the current output instead of comparing",
+    )
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    """True under `--update-golden`: golden tests write their file instead of comparing."""
+    return bool(request.config.getoption("--update-golden"))
+
 
 _STRIP_PREFIXES = ("GCE_", "GOOGLE_", "CLOUDSDK_", "GRPC_", "KUBE", "ISTIO_", "K_", "KRUN_")
 _STRIP = {

@@ -160,7 +160,8 @@ class TestRestGet:
         assert cluster["location"] == "us-central1-c"
         assert cluster["zone"] == "us-central1-c"
         assert cluster["locations"] == ["us-central1-c"]
-        assert cluster["endpoint"] == "127.0.0.1"
+        # The emulated API server's address: GKE discovery leads to it.
+        assert cluster["endpoint"] == emu.hostport("kube/mesh-demo/us-central1-c/istio")
         ca = base64.b64decode(cluster["masterAuth"]["clusterCaCertificate"])
         assert ca == emu.world.pki.root_pem
         assert cluster["resourceLabels"]["mesh_id"] == "proj-123456789012"
@@ -397,7 +398,7 @@ class TestGrpc:
         """GetCluster by name carries endpoint, CA and the mesh label."""
         cluster = client.get_cluster(name=ISTIO)
 
-        assert cluster.endpoint == "127.0.0.1"
+        assert cluster.endpoint == emu.hostport("kube/mesh-demo/us-central1-c/istio")
         assert (
             base64.b64decode(cluster.master_auth.cluster_ca_certificate) == emu.world.pki.root_pem
         )
