@@ -23,7 +23,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,8 +61,14 @@ def oci_config(
     cwd: str = "/",
     etc_files: Mapping[str, str] | None = None,
     hostname: str = "localhost",
+    binds: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """An OCI runtime config for runsc: read-only root, the given netns, /etc files bound in."""
+    """An OCI runtime config for runsc: read-only root, the given netns, /etc files bound in.
+
+    `binds` are host directories shown read-only at the same path, after the
+    fresh tmpfs mounts: a checkout under /tmp (as CI makes) would otherwise be
+    hidden by the sandbox's own /tmp.
+    """
     capabilities = list(DOCKER_CAPABILITIES) if uid == 0 else []
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
@@ -72,6 +78,15 @@ def oci_config(
         {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},  # noqa: S108
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm"},  # noqa: S108
     ]
+    for directory in binds:
+        mounts.append(
+            {
+                "destination": directory,
+                "type": "bind",
+                "source": directory,
+                "options": ["rbind", "ro"],
+            }
+        )
     for destination, source in sorted((etc_files or {}).items()):
         mounts.append(
             {
@@ -238,6 +253,7 @@ class GVisorProcess:
             root=self.root,
             uid=self.uid,
             cwd=self.cwd,
+            binds=[self.cwd] if self.root == "/" and self.cwd != "/" else [],
             etc_files={
                 "/etc/hosts": str(etc / "hosts"),
                 "/etc/resolv.conf": str(etc / "resolv.conf"),

@@ -165,6 +165,17 @@ class TestBundleAndRules:
         assert binds == {"/etc/hosts": "/etc/netns/kwabc123-i0/hosts"}
         assert "CAP_NET_ADMIN" not in config["process"]["capabilities"]["effective"]
 
+    def test_oci_config_binds_a_checkout_after_the_sandbox_tmp(self) -> None:
+        """A working directory under /tmp stays visible: its bind comes after the /tmp tmpfs."""
+        config = oci_config(
+            args=["app"], env={}, netns_path="/run/netns/x", cwd="/tmp/ci", binds=["/tmp/ci"]
+        )
+        destinations = [m["destination"] for m in config["mounts"]]
+        assert destinations.index("/tmp") < destinations.index("/tmp/ci")
+        bind = config["mounts"][destinations.index("/tmp/ci")]
+        assert (bind["source"], bind["options"]) == ("/tmp/ci", ["rbind", "ro"])
+        assert config["process"]["cwd"] == "/tmp/ci"
+
     def test_istio_rules_redirect_everything_but_the_proxy(self) -> None:
         """Inbound goes to 15006 and outbound to 15001; uid 1337 and 127.0.0.6 are exempt."""
         rules = istio_rules()
