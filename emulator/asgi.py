@@ -132,13 +132,17 @@ class Request:
         return value.split(";", 1)[0].strip().lower()
 
     def bearer_token(self) -> str | None:
-        value = self.header("authorization")
-        if value is None:
-            return None
-        scheme, _, token = value.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        return token.strip()
+        return parse_bearer(self.header("authorization"))
+
+
+def parse_bearer(value: str | None) -> str | None:
+    """The token of an `Authorization: Bearer ...` value (None when absent or another scheme)."""
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
 
 
 class BodyTooLargeError(Exception):
@@ -299,7 +303,7 @@ def http_app(
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await handle_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -332,7 +336,8 @@ def json_api_app(router: Router, *, service: str) -> ASGIApp:
     return http_app(handle, error=google_error, service=service)
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
+async def handle_lifespan(receive: Receive, send: Send) -> None:
+    """Answer ASGI lifespan messages: our services keep no state to set up or tear down."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":

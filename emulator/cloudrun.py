@@ -41,7 +41,7 @@ import h2.events
 import h2.exceptions
 import jwt
 
-from emulator.asgi import ASGIApp, Message, Receive, Scope, Send
+from emulator.asgi import ASGIApp, Message, Receive, Scope, Send, parse_bearer
 from emulator.tokens import GOOGLE_ISSUER
 from emulator.world import Principal, RunService, World
 
@@ -99,15 +99,6 @@ def audiences(service: RunService) -> frozenset[str]:
     return frozenset({service.url, service.url + "/"})
 
 
-def bearer(value: str | None) -> str | None:
-    if value is None:
-        return None
-    scheme, _, token = value.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
-
-
 def authorize(world: World, service: RunService, headers: dict[str, str], *, now: float) -> Verdict:
     """Decide a request as Cloud Run's IAM check does; `headers` have lower-case names."""
     public = "allUsers" in service.invokers
@@ -119,7 +110,7 @@ def authorize(world: World, service: RunService, headers: dict[str, str], *, now
         return Verdict(200, "public service", token_header=None)
     if raw is None:
         return Verdict(403, "no credentials")
-    token = bearer(raw)
+    token = parse_bearer(raw)
     if token is None:
         return Verdict(401, "not a bearer token")
     try:
@@ -184,7 +175,7 @@ def upstream_headers(
         if name in ("x-forwarded-proto", "forwarded"):
             continue
         if name == verdict.token_header:
-            token = bearer(value)
+            token = parse_bearer(value)
             out.append((name, f"Bearer {strip_signature(token)}" if token else value))
             continue
         if name in ("x-cloud-trace-context", "traceparent"):

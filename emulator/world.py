@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from emulator.changes import Changes
 from emulator.errors import WorldLookupError
 from emulator.roles import permits
 
@@ -238,9 +238,7 @@ class World:
     faults: FaultTable
     clock: Callable[[], float] = time.time
     token_lifetime: int = 3600
-    _generation: int = 0
-    _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _changes: Changes = field(default_factory=Changes)
 
     # Lookups. Each raises WorldLookupError naming what was missing.
 
@@ -315,21 +313,20 @@ class World:
 
     @property
     def generation(self) -> int:
-        return self._generation
+        return self._changes.generation
 
     def changed(self) -> None:
         """Record a change and wake every waiter, whichever event loop it waits in."""
-        with self._lock:
-            self._generation += 1
-            waiters, self._waiters = self._waiters, []
-        for loop, event in waiters:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(event.set)
+        self._changes.bump()
 
     def subscribe(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
         """Set `event` (in `loop`) at the next `changed()`."""
-        with self._lock:
-            self._waiters.append((loop, event))
+        self._changes.subscribe(loop, event)
+
+    @property
+    def waiting(self) -> int:
+        """Subscriptions the next `changed()` will wake (tests wait for a waiter to exist)."""
+        return self._changes.waiting
 
     def set_attribute(self, instance: str | None, key: str, value: str | None) -> None:
         """Set or delete an instance (or, with None, project-less) metadata attribute."""

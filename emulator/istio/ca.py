@@ -88,16 +88,6 @@ class Authenticator(Protocol):
         ...
 
 
-def bearer(value: str | None) -> str | None:
-    """The token of an `authorization: Bearer ...` value (None when absent or another scheme)."""
-    if not value:
-        return None
-    scheme, _, token = value.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
-
-
 class KubeJwtAuthenticator:
     """Checks a cluster's service-account JWT as TokenReview would, then the audience."""
 

@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from emulator.changes import Changes
+
 DOMAIN_SUFFIX = "cluster.local"
 ROOT_NAMESPACE = "istio-system"
 """Policies in the root namespace apply mesh-wide, as in Istio's default mesh config."""
@@ -408,14 +410,13 @@ class MeshModel:
         self._objects: dict[str, dict[tuple[str, str], MeshObject]] = {
             k: {} for k in _KINDS.values()
         }
-        self._generation = 0
         self._snapshot: MeshSnapshot | None = None
         self._lock = threading.Lock()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._changes = Changes()
 
     @property
     def generation(self) -> int:
-        return self._generation
+        return self._changes.generation
 
     def put(self, *objects: MeshObject) -> None:
         """Add or replace objects (by kind, namespace and name) as one change."""
@@ -466,27 +467,22 @@ class MeshModel:
 
     def snapshot(self) -> MeshSnapshot:
         with self._lock:
-            if self._snapshot is None or self._snapshot.generation != self._generation:
+            generation = self._changes.generation
+            if self._snapshot is None or self._snapshot.generation != generation:
                 ordered = {
                     kind: tuple(objs[key] for key in sorted(objs))
                     for kind, objs in self._objects.items()
                 }
                 self._snapshot = MeshSnapshot(
                     self.trust_domain,
-                    self._generation,
+                    generation,
                     **ordered,  # type: ignore[arg-type]
                 )
             return self._snapshot
 
     def subscribe(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
         """Set `event` (in `loop`) at the next change."""
-        with self._lock:
-            self._waiters.append((loop, event))
+        self._changes.subscribe(loop, event)
 
     def _changed(self) -> None:
-        with self._lock:
-            self._generation += 1
-            waiters, self._waiters = self._waiters, []
-        for loop, event in waiters:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(event.set)
+        self._changes.bump()

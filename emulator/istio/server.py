@@ -51,7 +51,6 @@ from emulator.istio.ca import (
     Identity,
     IstioCA,
     KubeJwtAuthenticator,
-    bearer,
 )
 from emulator.istio.from_kube import KubeSync
 from emulator.istio.model import MeshModel
@@ -217,7 +216,7 @@ class Istiod:
 
     def _authenticate(self, metadata: dict[str, str]) -> Identity:
         return self.authenticator.authenticate(
-            bearer(metadata.get("authorization")),
+            asgi.parse_bearer(metadata.get("authorization")),
             cluster_id=metadata.get("clusterid"),
             now=self.world.clock(),
         )

@@ -42,6 +42,7 @@ from emulator.asgi import (
     Response,
     Scope,
     Send,
+    handle_lifespan,
     read_request,
     send_response,
 )
@@ -190,13 +191,8 @@ class ApiServer:
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await handle_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         try:

@@ -361,7 +361,7 @@ def test_wait_times_out_with_the_current_value(emu: RunningEmulator) -> None:
 
 def _wait_for_waiter(emu: RunningEmulator) -> None:
     deadline = time.monotonic() + 10
-    while not emu.world._waiters:
+    while not emu.world.waiting:
         if time.monotonic() > deadline:
             pytest.fail("the wait_for_change request never subscribed to world changes")
         time.sleep(0.01)

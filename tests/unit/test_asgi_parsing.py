@@ -70,6 +70,7 @@ def test_router_passes_groups_and_reports_405() -> None:
         ("bearer  abc ", "abc"),
         ("Basic abc", None),
         ("Bearer ", None),
+        ("Bearer", None),
         (None, None),
     ],
 )

@@ -20,7 +20,6 @@ from emulator.istio.ca import (
     IstioCA,
     KubeJwtAuthenticator,
     TtlError,
-    bearer,
     csr_identities,
     make_csr,
     parse_csr,
@@ -112,21 +111,6 @@ def test_issue_makes_a_matching_key(ca: IstioCA) -> None:
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     leaf = x509.load_pem_x509_certificate(chain[0].encode())
     assert leaf.public_key() == key.public_key()
-
-
-@pytest.mark.parametrize(
-    ("value", "token"),
-    [
-        ("Bearer abc", "abc"),
-        ("bearer  abc ", "abc"),
-        ("Basic abc", None),
-        ("Bearer", None),
-        (None, None),
-    ],
-)
-def test_bearer(value: str | None, token: str | None) -> None:
-    """Only `Bearer <token>` carries a token."""
-    assert token == bearer(value)
 
 
 def authenticator(world: World) -> KubeJwtAuthenticator:
