@@ -49,6 +49,12 @@ def integration(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def bench_krun(session: nox.Session) -> None:
+    """krun's discovery-plus-identity start-up and its import time, as ratios to the interpreter."""
+    session.run("python", "-m", "scenarios.bench_krun", *session.posargs)
+
+
+@nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """World start-up costs (world up, gen1/gen2 ready) as ratios to a same-run baseline."""
+    """World start-up costs (world up, gen1/gen2/pod ready) as ratios to a same-run baseline."""
     session.run("python", "-m", "scenarios.bench", *session.posargs)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from emulator.clock import OffsetClock
 from emulator.errors import WorldFileError
+from emulator.istio.meshenv import publish_mesh_env
 from emulator.kube.kubeconfig import publish
 from emulator.serve import Emulator
 from emulator.services import build_services
@@ -54,6 +55,7 @@ async def _serve(world: World, host: str, state_dir: Path) -> int:
         print(f"krun-emulator: {exc}", file=sys.stderr)
         return 1
     kubeconfigs = publish(world, endpoints, state_dir)
+    publish_mesh_env(world, endpoints)
     line = {
         "world": world.name,
         "ca_file": str(emulator.ca_file),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from emulator.clock import OffsetClock
+from emulator.istio.meshenv import publish_mesh_env
 from emulator.kube.kubeconfig import publish
 from emulator.serve import EmulatorThread
 from emulator.services import build_services
@@ -76,4 +77,5 @@ def start(
     with thread:
         endpoints.update(thread.endpoints)
         kubeconfigs = publish(world, thread.endpoints, state_dir)
+        publish_mesh_env(world, thread.endpoints)
         yield RunningEmulator(world, clock, endpoints, thread.ca_file, state_dir, kubeconfigs)

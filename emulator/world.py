@@ -16,7 +16,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from emulator.changes import Changes
 from emulator.errors import WorldLookupError
@@ -145,6 +145,8 @@ class Cluster:
     """The emulated API server's objects; `emulator.kube.kube_cluster` makes it on first use."""
     mesh: MeshModel | None = field(default=None, repr=False, compare=False)
     """What this cluster's istiod serves; `emulator.istio.server.mesh_model` makes it."""
+    manifests: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)
+    """Objects the world file seeds the API server with, applied as admin when it is built."""
 
     @property
     def self_link(self) -> str:

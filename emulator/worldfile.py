@@ -14,7 +14,8 @@ Shape (every key is documented in docs/world-file.md):
         labels: {mesh-namespace: fortio}
         iam: {roles/container.clusterViewer: [serviceAccount:...]}
         service_accounts: [{name: k8s-fortio, iam: {...}}]
-        clusters: [{name: istio, location: us-central1-c, resource_labels: {mesh_id: ...}}]
+        clusters: [{name: istio, location: us-central1-c, resource_labels: {mesh_id: ...},
+                    manifests: [{apiVersion: v1, kind: Namespace, ...}, ../manifests/rbac.yaml]}]
         run_services: [{name: fortio, region: us-central1, service_account: ...}]
     instances:
       - {name: vm-1, flavour: vm, project: demo-project, zone: us-central1-a}
@@ -27,6 +28,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from emulator.errors import WorldFileError
 from emulator.faults import FaultTable, parse_fault
+from emulator.fieldcheck import FieldChecker
+from emulator.fieldcheck import kind_of as _kind
+from emulator.kube.cluster import kube_cluster
+from emulator.kube.status import StatusError
 from emulator.pki import WorldPKI
 from emulator.tokens import TokenAuthority
 from emulator.world import (
@@ -81,6 +87,7 @@ _CLUSTER = {
     "master_version",
     "endpoint",
     "endpoint_port",
+    "manifests",
 }
 _RUN = {
     "name",
@@ -110,70 +117,8 @@ _INSTANCE = {
 _CLUSTER_STATUSES = {"PROVISIONING", "RUNNING", "RECONCILING", "STOPPING", "ERROR", "DEGRADED"}
 
 
-class _Checker:
-    """Reads typed fields out of parsed YAML, recording problems instead of raising."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def fail(self, where: str, message: str) -> None:
-        self.problems.append(f"{where}: {message}")
-
-    def mapping(self, obj: Any, where: str, allowed: set[str]) -> dict[str, Any]:
-        if not isinstance(obj, dict):
-            self.fail(where, f"must be a mapping, got {_kind(obj)}")
-            return {}
-        for key in sorted(set(obj) - allowed, key=str):
-            self.fail(f"{where}.{key}", f"unknown field (known: {', '.join(sorted(allowed))})")
-        return obj
-
-    def string(
-        self,
-        obj: dict[str, Any],
-        key: str,
-        where: str,
-        *,
-        required: bool = False,
-        pattern: re.Pattern[str] | None = None,
-        default: str = "",
-    ) -> str:
-        if key not in obj or obj[key] is None:
-            if required:
-                self.fail(f"{where}.{key}", "required")
-            return default
-        value = obj[key]
-        if not isinstance(value, str) or not value:
-            self.fail(f"{where}.{key}", f"must be a non-empty string, got {_kind(value)}")
-            return default
-        if pattern is not None and pattern.fullmatch(value) is None:
-            self.fail(f"{where}.{key}", f"{value!r} does not match {pattern.pattern}")
-        return value
-
-    def integer(
-        self, obj: dict[str, Any], key: str, where: str, *, low: int, high: int, default: int | None
-    ) -> int | None:
-        if key not in obj:
-            if default is None:
-                self.fail(f"{where}.{key}", "required")
-            return default
-        value = obj[key]
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            self.fail(f"{where}.{key}", f"must be an integer in [{low}, {high}], got {value!r}")
-            return default
-        return value
-
-    def str_map(self, obj: dict[str, Any], key: str, where: str) -> dict[str, str]:
-        value = obj.get(key) or {}
-        if not isinstance(value, dict):
-            self.fail(f"{where}.{key}", f"must be a mapping of strings, got {_kind(value)}")
-            return {}
-        out: dict[str, str] = {}
-        for k, v in value.items():
-            if not isinstance(k, str) or isinstance(v, dict | list) or v is None:
-                self.fail(f"{where}.{key}.{k}", "keys and values must be strings")
-                continue
-            out[k] = str(v).lower() if isinstance(v, bool) else str(v)
-        return out
+class _Checker(FieldChecker):
+    """The shared field reader plus IAM policies and members."""
 
     def members(self, value: Any, where: str) -> set[str]:
         if not isinstance(value, list):
@@ -203,17 +148,6 @@ class _Checker:
             policy[role] = self.members(members, f"{where}.{key}.{role}")
         return policy
 
-    def items(self, obj: dict[str, Any], key: str, where: str) -> list[tuple[str, Any]]:
-        value = obj.get(key) or []
-        if not isinstance(value, list):
-            self.fail(f"{where}.{key}", f"must be a list, got {_kind(value)}")
-            return []
-        return [(f"{where}.{key}[{i}]", item) for i, item in enumerate(value)]
-
-
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__
-
 
 def load_world(
     path: Path, *, clock: Callable[[], float] = time.time, pki: WorldPKI | None = None
@@ -223,7 +157,7 @@ def load_world(
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise WorldFileError(str(path), [f"cannot read: {exc.strerror}"]) from exc
-    return parse_world(text, source=str(path), clock=clock, pki=pki)
+    return parse_world(text, source=str(path), clock=clock, pki=pki, base_dir=path.parent)
 
 
 def parse_world(
@@ -232,6 +166,7 @@ def parse_world(
     source: str = "<string>",
     clock: Callable[[], float] = time.time,
     pki: WorldPKI | None = None,
+    base_dir: Path | None = None,
 ) -> World:
     try:
         raw = yaml.safe_load(text)
@@ -239,7 +174,7 @@ def parse_world(
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
         raise WorldFileError(source, [f"{where}: not valid YAML: {exc}"]) from exc
-    return build_world(raw, source=source, clock=clock, pki=pki)
+    return build_world(raw, source=source, clock=clock, pki=pki, base_dir=base_dir)
 
 
 def build_world(
@@ -248,9 +183,14 @@ def build_world(
     source: str = "<data>",
     clock: Callable[[], float] = time.time,
     pki: WorldPKI | None = None,
+    base_dir: Path | None = None,
 ) -> World:
-    """Validate parsed YAML/JSON and build the world it describes."""
+    """Validate parsed YAML/JSON and build the world it describes.
+
+    Manifest file paths are relative to `base_dir` (the current directory when None).
+    """
     check = _Checker()
+    seeds = _Seeds(base_dir)
     top = check.mapping(raw, "world", _TOP)
     name = check.string(top, "name", "world", default="world")
     lifetime = check.integer(top, "token_lifetime_s", "world", low=60, high=43200, default=3600)
@@ -259,7 +199,7 @@ def build_world(
     if not project_items and not any(p.startswith("world.projects") for p in check.problems):
         check.fail("world.projects", "required: at least one project")
     for where, item in project_items:
-        project = _project(check, item, where)
+        project = _project(check, item, where, seeds)
         if project is None:
             continue
         if project.id in projects:
@@ -294,7 +234,7 @@ def build_world(
         for cluster in project.clusters:
             cluster.ca_pem = pki.root_pem.decode()
             cluster.sa_signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return World(
+    world = World(
         name=name,
         projects=projects,
         instances=instances,
@@ -304,9 +244,32 @@ def build_world(
         clock=clock,
         token_lifetime=lifetime or 3600,
     )
+    seeds.apply(world, source)
+    return world
 
 
-def _project(check: _Checker, item: Any, where: str) -> Project | None:
+@dataclass
+class _Seeds:
+    """Manifests that seed clusters' API servers, collected while the file is checked."""
+
+    base_dir: Path | None
+    """Where manifest file paths are relative to (the world file's directory)."""
+    sites: list[tuple[Cluster, str, dict[str, Any]]] = field(default_factory=list)
+    """Each document with its cluster and field path, in file order."""
+
+    def apply(self, world: World, source: str) -> None:
+        """Apply every document as admin, in file order, as `kubectl apply -f` would."""
+        problems = []
+        for cluster, where, document in self.sites:
+            try:
+                kube_cluster(world, cluster).apply(document)
+            except StatusError as exc:
+                problems.append(f"{where}: the API server refused it: {exc.message}")
+        if problems:
+            raise WorldFileError(source, problems)
+
+
+def _project(check: _Checker, item: Any, where: str, seeds: _Seeds) -> Project | None:
     obj = check.mapping(item, where, _PROJECT)
     if not isinstance(item, dict):
         return None
@@ -332,7 +295,7 @@ def _project(check: _Checker, item: Any, where: str) -> Project | None:
             check.fail(sa_where, f"duplicate service account {account.email!r}")
         project.service_accounts[account.email] = account
     for c_where, c_item in check.items(obj, "clusters", where):
-        cluster = _cluster(check, c_item, c_where, pid)
+        cluster = _cluster(check, c_item, c_where, pid, seeds)
         if cluster is None:
             continue
         if any(c.name == cluster.name and c.location == cluster.location for c in project.clusters):
@@ -367,7 +330,9 @@ def _account(check: _Checker, item: Any, where: str, project: Project) -> Servic
     )
 
 
-def _cluster(check: _Checker, item: Any, where: str, project_id: str) -> Cluster | None:
+def _cluster(
+    check: _Checker, item: Any, where: str, project_id: str, seeds: _Seeds
+) -> Cluster | None:
     obj = check.mapping(item, where, _CLUSTER)
     if not isinstance(item, dict):
         return None
@@ -388,7 +353,55 @@ def _cluster(check: _Checker, item: Any, where: str, project_id: str) -> Cluster
     )
     if "master_version" in obj:
         cluster.master_version = check.string(obj, "master_version", where)
+    for m_where, document in _manifests(check, obj, where, seeds.base_dir):
+        cluster.manifests.append(document)
+        seeds.sites.append((cluster, m_where, document))
     return cluster
+
+
+def _manifests(
+    check: _Checker, obj: dict[str, Any], where: str, base_dir: Path | None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Inline manifest documents and the documents of manifest files, each with its path."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for m_where, item in check.items(obj, "manifests", where):
+        if isinstance(item, dict):
+            documents: list[tuple[str, Any]] = [(m_where, item)]
+        elif isinstance(item, str) and item:
+            path = Path(item)
+            if not path.is_absolute():
+                path = (base_dir or Path.cwd()) / path
+            try:
+                loaded = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+            except OSError as exc:
+                check.fail(m_where, f"cannot read {path}: {exc.strerror}")
+                continue
+            except yaml.YAMLError as exc:
+                check.fail(m_where, f"{path} is not valid YAML: {exc}")
+                continue
+            documents = [(f"{m_where} ({item} document {i})", d) for i, d in enumerate(loaded) if d]
+        else:
+            check.fail(m_where, f"must be a manifest mapping or a file path, got {_kind(item)}")
+            continue
+        for d_where, document in documents:
+            if _manifest_ok(check, document, d_where):
+                found.append((d_where, document))
+    return found
+
+
+def _manifest_ok(check: _Checker, document: Any, where: str) -> bool:
+    """apiVersion, kind and metadata.name are there; the API server checks the rest."""
+    if not isinstance(document, dict):
+        check.fail(where, f"a manifest must be a mapping, got {_kind(document)}")
+        return False
+    before = len(check.problems)
+    for key in ("apiVersion", "kind"):
+        if not isinstance(document.get(key), str) or not document[key]:
+            check.fail(f"{where}.{key}", "required")
+    metadata = document.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+        check.fail(f"{where}.metadata.name", "required")
+    return len(check.problems) == before
 
 
 def _run_services(

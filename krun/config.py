@@ -21,6 +21,8 @@ from krun.errors import ConfigError
 from krun.meshurl import ClusterMesh, MeshLocator, parse_mesh
 
 PROXY_UID = 1337
+DEFAULT_CERT_TTL = 86400
+MAX_CERT_TTL = 90 * 86400
 DEFAULT_METADATA_HOST = "169.254.169.254"
 DEFAULT_ENDPOINTS = {
     env.KRUN_CONTAINER_ENDPOINT: "https://container.googleapis.com",
@@ -106,6 +108,8 @@ class Settings:
     ca_addr: str | None = None
     proxy_config: ProxyConfig | None = None
     oss_istio: bool = False
+    cluster_id: str | None = None
+    istiod_san: str | None = None
     ca_pool: str | None = None
     cas_pool: str | None = None
     mcp_config: str = "env-asm-managed"
@@ -125,6 +129,7 @@ class Settings:
 
     kubeconfig: str | None = None
     kubernetes_service_host: str | None = None
+    kubernetes_service_port: int | None = None
     home: str | None = None
     ssh_auth: str | None = None
 
@@ -133,6 +138,7 @@ class Settings:
     proxy_gid: int = PROXY_UID
     key_type: KeyType = KeyType.EC_P256
     renew_at: float = 0.5
+    cert_ttl: int = DEFAULT_CERT_TTL
     impersonate: str | None = None
     log_format: str = "json"
 
@@ -195,6 +201,8 @@ def _from_env(e: _Env) -> Settings:
         ca_addr=_address(e, env.CA_ADDR, allow_dash=False),
         proxy_config=_proxy_config(e),
         oss_istio=e.get(env.OSS_ISTIO) is not None,
+        cluster_id=e.get(env.ISTIO_META_CLUSTER_ID),
+        istiod_san=_pattern(e, env.ISTIOD_SAN, _DNS_NAME, "a DNS name"),
         ca_pool=_pattern(e, env.CA_POOL, _CA_POOL, "projects/P/locations/L/caPools/POOL"),
         cas_pool=_pattern(e, env.CAS_POOL, _CA_POOL, "projects/P/locations/L/caPools/POOL"),
         mcp_config=e.get(env.MCP_CONFIG) or "env-asm-managed",
@@ -211,6 +219,7 @@ def _from_env(e: _Env) -> Settings:
         startup_probe_tcp=_address(e, env.STARTUP_PROBE_TCP, allow_dash=False),
         kubeconfig=e.get(env.KUBECONFIG),
         kubernetes_service_host=e.get(env.KUBERNETES_SERVICE_HOST),
+        kubernetes_service_port=_port_number(e, env.KUBERNETES_SERVICE_PORT),
         home=e.get(env.HOME),
         ssh_auth=e.get(env.SSH_AUTH),
         base_dir=e.get(env.MESH_BASE_DIR) or "/",
@@ -218,6 +227,9 @@ def _from_env(e: _Env) -> Settings:
         proxy_gid=_default(_integer(e, env.KRUN_PROXY_GID, low=0, high=2**32 - 2), PROXY_UID),
         key_type=_choice(e, env.KRUN_KEY_TYPE, KeyType) or KeyType.EC_P256,
         renew_at=_fraction(e, env.KRUN_CERT_RENEW_AT, default=0.5),
+        cert_ttl=_default(
+            _integer(e, env.KRUN_CERT_TTL, low=1, high=MAX_CERT_TTL), DEFAULT_CERT_TTL
+        ),
         impersonate=_email(e, env.KRUN_IMPERSONATE),
         log_format=_log_format(e),
     )

@@ -17,6 +17,8 @@ class Source(enum.StrEnum):
     GKE = "gke"
     CRM = "crm"
     MESH_ENV = "mesh-env"
+    KUBECONFIG = "kubeconfig"
+    PROBE = "probe"
     DEFAULT = "default"
 
 

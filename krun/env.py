@@ -92,7 +92,16 @@ PROXY_CONFIG: Final = "PROXY_CONFIG"
 """Istio ProxyConfig as YAML or JSON; its `discoveryAddress` overrides `XDS_ADDR`."""
 
 OSS_ISTIO: Final = "OSS_ISTIO"
-"""Non-empty: the istio-token audience is `istio-ca` (open-source istiod) not the trust domain."""
+"""*mesh-env*. Non-empty: the istio-token audience is `istio-ca`, not the trust domain."""
+
+ISTIO_META_CLUSTER_ID: Final = "ISTIO_META_CLUSTER_ID"
+"""*mesh-env*. The `ClusterID` sent to the Istio CA; `cn-PROJECT-LOCATION-CLUSTER` when unset."""
+
+ISTIOD_SAN: Final = "ISTIOD_SAN"
+"""*mesh-env*. Name checked on istiod's certificate; `istiod.istio-system.svc` on port 15012."""
+
+CAROOT_PREFIX: Final = "CAROOT"
+"""*mesh-env*. `CAROOT_*` keys hold PEM roots; `CAROOT_ISTIOD` verifies istiod (mesh-env only)."""
 
 CA_POOL: Final = "CA_POOL"
 """*mesh-env*. `projects/P/locations/L/caPools/POOL`: sign with Certificate Authority Service."""
@@ -149,6 +158,9 @@ KUBECONFIG: Final = "KUBECONFIG"
 KUBERNETES_SERVICE_HOST: Final = "KUBERNETES_SERVICE_HOST"
 """Set inside a pod: use the in-cluster configuration."""
 
+KUBERNETES_SERVICE_PORT: Final = "KUBERNETES_SERVICE_PORT"
+"""The API server's port inside a pod (443 when unset)."""
+
 HOME: Final = "HOME"
 """Home directory (`~/.kube/config`)."""
 
@@ -168,6 +180,9 @@ KRUN_PROXY_GID: Final = "KRUN_PROXY_GID"
 
 KRUN_KEY_TYPE: Final = "KRUN_KEY_TYPE"
 """Workload key algorithm: `ec-p256` (default, fast) or `rsa-2048`."""
+
+KRUN_CERT_TTL: Final = "KRUN_CERT_TTL"
+"""Lifetime in seconds asked of the CA for workload certificates; 86400 when unset."""
 
 KRUN_CERT_RENEW_AT: Final = "KRUN_CERT_RENEW_AT"
 """Share of a certificate's lifetime after which it is renewed, in (0, 1); 0.5 when unset."""

@@ -35,10 +35,17 @@ class Response:
 class HttpClient:
     """Blocking HTTP/1.1 calls, safe to use from several threads at once."""
 
-    def __init__(self, *, ca_file: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        *,
+        ca_file: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """TLS trusts `ca_file` (or the system's roots) unless a prepared `ssl_context` is given."""
         self.ca_file = ca_file
         self.timeout = timeout
-        self._context: ssl.SSLContext | None = None
+        self._context: ssl.SSLContext | None = ssl_context
         self._lock = threading.Lock()
 
     def _tls(self) -> ssl.SSLContext:
@@ -128,13 +135,16 @@ class HttpClient:
 
 
 def error_message(body: bytes) -> str:
-    """The human part of an error body: Google's `error.message`, OAuth's description, or text."""
+    """The human part of an error body: Google's, OAuth's, a Kubernetes Status's, or text."""
     try:
         document = json.loads(body)
     except ValueError:
         text = body.decode("utf-8", "replace").strip()
         return text[:300] or "(empty body)"
     if isinstance(document, dict):
+        if document.get("kind") == "Status" and isinstance(document.get("message"), str):
+            reason = document.get("reason")
+            return f"{document['message']} ({reason})" if reason else str(document["message"])
         inner = document.get("error")
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
             status = inner.get("status")

@@ -6,7 +6,11 @@ Sidecar (iptables capture, `INTERCEPTION_MODE` REDIRECT/TPROXY):
   per service port `0.0.0.0_PORT` (not bound) with RDS `PORT` (HTTP) or tcp_proxy (TCP);
 * `virtualInbound` 0.0.0.0:15006, original destination + TLS inspector, one filter chain
   per inbound port and transport (mTLS and/or plaintext by PeerAuthentication), to
-  `inbound|PORT||`;
+  `inbound|PORT||`: an ORIGINAL_DST cluster bound to 127.0.0.6, so the app sees its own
+  address as destination and 127.0.0.6 as source (Istio 1.10+; the capture rules
+  exempt 127.0.0.6);
+* a TCP service port's listener matches each service by its VIP and passes anything
+  else through to the original destination, as istiod's per-VIP filter chains do;
 * for HBONE-capable workloads `127.0.0.1_15003`: mTLS inbound for connections that
   arrive through the tunnel (the Sidecar `captureMode: NONE` ingress of the original).
 
@@ -51,6 +55,8 @@ from emulator.istio.resources import (
 OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
 HBONE_INBOUND_PORT = 15003
+INBOUND_SOURCE = "127.0.0.6"
+"""Where a sidecar's inbound connections to the app come from (exempt from capture)."""
 SDS_CLUSTER = "sds-grpc"
 ORIGINAL_DST = {
     "name": "envoy.filters.listener.original_dst",
@@ -208,7 +214,12 @@ def _clusters(ctx: _Context) -> list[Resource]:
                 ]
             clusters.append(cluster)
     for target, protocol in _inbound_targets(ctx):
-        clusters.append(_inbound_cluster(target, protocol, _app_port(ctx, target)))
+        # Captured inbound goes back to the original destination; the tunnel's 15003
+        # and whitebox listeners have no useful one and call the app on loopback.
+        captured = not ctx.whitebox and target != HBONE_INBOUND_PORT
+        clusters.append(
+            _inbound_cluster(target, protocol, _app_port(ctx, target), captured=captured)
+        )
     if not ctx.whitebox:
         clusters += [
             {
@@ -222,6 +233,9 @@ def _clusters(ctx: _Context) -> list[Resource]:
                 "type": "ORIGINAL_DST",
                 "connect_timeout": "10s",
                 "lb_policy": "CLUSTER_PROVIDED",
+                "upstream_bind_config": {
+                    "source_address": {"address": INBOUND_SOURCE, "port_value": 0}
+                },
             },
             {"name": "BlackHoleCluster", "type": "STATIC", "connect_timeout": "10s"},
         ]
@@ -240,20 +254,28 @@ def _app_port(ctx: _Context, port: int) -> int:
     return target if port == HBONE_INBOUND_PORT and target is not None else port
 
 
-def _inbound_cluster(port: int, protocol: Protocol, app_port: int) -> Resource:
+def _inbound_cluster(port: int, protocol: Protocol, app_port: int, *, captured: bool) -> Resource:
     name = cluster_name("inbound", port)
-    cluster: Resource = {
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "10s",
-        "lb_policy": "ROUND_ROBIN",
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": socket_address("127.0.0.1", app_port)}}]}
-            ],
-        },
-    }
+    cluster: Resource
+    if captured:
+        cluster = {
+            "name": name,
+            "type": "ORIGINAL_DST",
+            "connect_timeout": "10s",
+            "lb_policy": "CLUSTER_PROVIDED",
+            "upstream_bind_config": {
+                "source_address": {"address": INBOUND_SOURCE, "port_value": 0}
+            },
+        }
+    else:
+        endpoint = {"endpoint": {"address": socket_address("127.0.0.1", app_port)}}
+        cluster = {
+            "name": name,
+            "type": "STATIC",
+            "connect_timeout": "10s",
+            "lb_policy": "ROUND_ROBIN",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [endpoint]}]},
+        }
     if protocol.is_h2:
         cluster["typed_extension_protocol_options"] = http2_options()
     return cluster
@@ -364,13 +386,38 @@ def _tcp_proxy(stat_prefix: str, cluster: str) -> Resource:
     }
 
 
-def _outbound_filters(ctx: _Context, port: int, services: list[Service]) -> list[Resource]:
+def _outbound_chains(ctx: _Context, port: int, services: list[Service]) -> list[Resource]:
     http = [s for s in services if (p := s.port(port)) is not None and p.protocol.is_http]
     prefix = f"outbound_{'127.0.0.1' if ctx.whitebox else '0.0.0.0'}_{port}"
     if http:
-        return [_hcm(prefix, rds=_rds(str(port)))]
-    # One TCP service per port here; istiod would split chains by VIP.
-    return [_tcp_proxy(prefix, cluster_name("outbound", port, "", services[0].host))]
+        return [{"filters": [_hcm(prefix, rds=_rds(str(port)))]}]
+    by_vip = [s for s in services if s.addresses]
+    if ctx.whitebox or not by_vip:
+        # A bound listener (or VIP-less services): the first service takes the port.
+        return [
+            {"filters": [_tcp_proxy(prefix, cluster_name("outbound", port, "", services[0].host))]}
+        ]
+    # Captured TCP reaches this listener for any destination on the port: only a
+    # service's VIP selects it, everything else passes through.
+    chains: list[Resource] = [
+        {
+            "filter_chain_match": {
+                "prefix_ranges": [
+                    {"address_prefix": address, "prefix_len": 128 if ":" in address else 32}
+                    for address in service.addresses
+                ]
+            },
+            "filters": [_tcp_proxy(prefix, cluster_name("outbound", port, "", service.host))],
+        }
+        for service in by_vip
+    ]
+    chains.append(
+        {
+            "name": "PassthroughFilterChain",
+            "filters": [_tcp_proxy("PassthroughCluster", "PassthroughCluster")],
+        }
+    )
+    return chains
 
 
 def _listeners(ctx: _Context) -> list[Resource]:
@@ -396,7 +443,7 @@ def _listeners(ctx: _Context) -> list[Resource]:
             "name": f"{bind}_{port}",
             "address": socket_address(bind, port),
             "traffic_direction": "OUTBOUND",
-            "filter_chains": [{"filters": _outbound_filters(ctx, port, services)}],
+            "filter_chains": _outbound_chains(ctx, port, services),
         }
         if not ctx.whitebox:
             listener["bind_to_port"] = False

@@ -387,6 +387,11 @@ class KubeSync:
         self.resync()
         self._task = loop.create_task(self._run())
 
+    @property
+    def pending(self) -> bool:
+        """A change of the store is waiting to reach the model."""
+        return self._dirty.is_set()
+
     async def stop(self) -> None:
         for subscription in self._subscriptions:
             subscription.cancel()

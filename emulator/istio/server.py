@@ -392,6 +392,31 @@ class Istiod:
     def _note(self, event: str, **fields: Any) -> None:
         self.events.append({"time": self.world.clock(), "event": event, **fields})
 
+    def synced(self, proxy: str | None = None) -> bool:
+        """Whether proxies (all, or POD.NAMESPACE) ACKed what they would be sent now.
+
+        An Envoy must have subscribed to LDS and CDS; call this on istiod's loop.
+        """
+        if self._sync is not None and self._sync.pending:
+            return False
+        conns = [
+            c
+            for c in self.connections.values()
+            if proxy is None or f"{c.proxy.pod}.{c.proxy.namespace}" == proxy
+        ]
+        if proxy is not None and not any(c.rpc == "ads" for c in conns):
+            return False
+        for conn in conns:
+            envoy_ads = conn.rpc == "ads" and conn.proxy.kind is not ProxyKind.GRPC
+            if envoy_ads and not {protos.LISTENER, protos.CLUSTER} <= set(conn.watches):
+                return False
+            for watch in conn.watches.values():
+                if watch.subscribed and watch.acked_version != version_of(
+                    self._render(conn, watch)
+                ):
+                    return False
+        return True
+
     # Debug.
 
     def syncz(self) -> list[dict[str, Any]]:

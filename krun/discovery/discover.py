@@ -3,15 +3,20 @@
 Steps (the names `krun explain` reports when one fails):
 
 1. `mesh-env`: with `MESH=file://` or `https://`, load the mesh-env document;
-2. `metadata`: the platform, projects, account, region and an access token, concurrently;
-3. `project`: the config project (MESH, PROJECT_ID, mesh-env, metadata) and the workload's;
-4. `gke`: the config cluster, fetched by name or selected from a list;
-5. `project-number`, `namespace`, `name`, `trust-domain`: see `naming`; Resource Manager is
+2. `kubeconfig`: a kubeconfig or the in-cluster files, when there are any (`krun.kube.config`);
+3. `metadata`: the platform, projects, account, region and an access token, concurrently;
+4. `project`: the config project (MESH, PROJECT_ID, a `gke_` kubeconfig context, mesh-env,
+   metadata) and the workload's;
+5. `gke`: the config cluster, fetched by name or selected from a list (not fetched when a
+   kubeconfig or in-cluster access already names it);
+6. `kubernetes`: the API server's client; then `mesh-env` again: ConfigMap
+   `istio-system/mesh-env` (404 is an empty map, as the original; 403 names the grant);
+7. `project-number`, `namespace`, `name`, `trust-domain`: see `naming`; Resource Manager is
    read only when a rule needs it, and a denial there only skips the rule that needed it;
-6. `control-plane`: XDS and CA addresses.
+8. `control-plane`: XDS and CA addresses.
 
-The Kubernetes half (mesh-env from the cluster, tokens from TokenRequest) comes later; a
-mesh-env map it loads can be passed in as `mesh_env`.
+A mesh-env map obtained elsewhere can be passed in as `mesh_env` (the ConfigMap is then
+not read).
 """
 
 from __future__ import annotations
@@ -32,11 +37,27 @@ from krun.discovery.gke import ClusterInfo, GkeClient, quota_project, select_clu
 from krun.discovery.metadata import InstanceInfo, MetadataClient, Platform
 from krun.errors import ConfigError, DiscoveryError
 from krun.http import HttpClient
+from krun.identity.google import MetadataTokens
+from krun.kube.client import KubeClient
+from krun.kube.config import (
+    IN_CLUSTER_DIR,
+    KubeAccess,
+    from_gke,
+    in_cluster,
+    kubeconfig_path,
+    parse_kubeconfig,
+)
 from krun.log import LOGGER
 from krun.meshenv import layered, parse_document
 from krun.meshurl import ClusterMesh, MeshEnvFile, MeshEnvUrl, TrafficDirector
 
 _LOGGED = ("platform", "config_project", "cluster", "namespace", "name", "trust_domain")
+MESH_ENV_NAMESPACE = "istio-system"
+MESH_ENV_NAME = "mesh-env"
+AUTOCONF_GRANT = (
+    "get on configmaps/mesh-env in istio-system (Role istio-autoconf bound to "
+    "system:authenticated: manifests/hgate/istio-system-discovery-rbac.yaml)"
+)
 
 
 @dataclass
@@ -48,8 +69,12 @@ class Discovery:
     instance: InstanceInfo | None = None
     cluster: ClusterInfo | None = None
     mesh_env: dict[str, str] | None = None
-    mesh_env_why: str = "not loaded: the Kubernetes API half of discovery is not implemented yet"
+    mesh_env_why: str = "not loaded"
     addresses: Addresses | None = None
+    kube_access: KubeAccess | None = None
+    kube: KubeClient | None = None
+    google: MetadataTokens | None = None
+    """The instance's Google tokens (metadata server), when there is one."""
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -83,6 +108,7 @@ def discover(
     mesh_env: Mapping[str, str] | None = None,
     into: Discovery | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    in_cluster_dir: Path = IN_CLUSTER_DIR,
 ) -> Discovery:
     """Run every discovery step; DiscoveryError (or ConfigError) names the failing one."""
     d = into if into is not None else Discovery()
@@ -90,6 +116,8 @@ def discover(
         d.mesh_env, d.mesh_env_why = dict(mesh_env), "given"
     with _Timer(d, "mesh-env"):
         _load_mesh_env(settings, http, d)
+    with _Timer(d, "kubeconfig"):
+        d.kube_access = _kube_access(settings, in_cluster_dir)
     with _Timer(d, "metadata"):
         instance = _metadata(settings, http, d)
     if isinstance(settings.mesh, TrafficDirector):
@@ -99,6 +127,11 @@ def discover(
     projects = _ProjectCache(settings, http, instance)
     with _Timer(d, "gke"):
         cluster = _cluster(settings, http, instance, config_project, workload_project, d, sleep)
+    with _Timer(d, "kubernetes"):
+        d.kube = _kube_client(cluster, instance, d)
+    if d.mesh_env is None:
+        with _Timer(d, "mesh-env"):
+            _read_mesh_env(d.kube, d)
     with _Timer(d, "project-number"):
         _project_number(settings, instance, config_project, workload_project, projects, d)
     with _Timer(d, "namespace"):
@@ -188,6 +221,58 @@ def _load_mesh_env(settings: Settings, http: HttpClient, d: Discovery) -> None:
         d.mesh_env_why = f"MESH document {mesh.url}"
 
 
+def _kube_access(settings: Settings, in_cluster_dir: Path) -> KubeAccess | None:
+    """A kubeconfig, else in-cluster files, else None (discovery's GKE cluster decides)."""
+    path = kubeconfig_path(settings)
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(env.KUBECONFIG, f"cannot read {path}: {error.strerror}") from None
+        return parse_kubeconfig(text, origin=path, base=Path(path).parent)
+    if settings.kubernetes_service_host:
+        return in_cluster(settings, in_cluster_dir)
+    return None
+
+
+def _kube_client(cluster: ClusterInfo, instance: InstanceInfo, d: Discovery) -> KubeClient:
+    access = d.kube_access
+    if access is None:
+        if not cluster.endpoint:
+            raise DiscoveryError(
+                f"GKE gave no endpoint for cluster {cluster.project}/{cluster.location}/"
+                f"{cluster.name}: is it still being created?"
+            )
+        access = from_gke(
+            cluster.endpoint, cluster.ca_pem, cluster=cluster.url, email=instance.email
+        )
+        d.kube_access = access
+    source = {"gke": Source.GKE, "in-cluster": Source.ENV}.get(access.kind, Source.KUBECONFIG)
+    d.decide("kubernetes_api", Decision(access.server, source, access.origin))
+    google = d.google.access_token if d.google is not None else None
+    return KubeClient(access, google_token=google)
+
+
+def _read_mesh_env(kube: KubeClient, d: Discovery) -> None:
+    """ConfigMap istio-system/mesh-env: 404 is an empty map (the original's rule)."""
+    try:
+        data = kube.config_map(MESH_ENV_NAMESPACE, MESH_ENV_NAME)
+    except DiscoveryError as error:
+        if error.status == 403:
+            raise DiscoveryError(
+                f"reading the mesh-env map was refused: {error}; the cluster must grant "
+                f"{kube.who} {AUTOCONF_GRANT}",
+                url=error.url,
+                status=403,
+            ) from None
+        raise
+    where = f"ConfigMap {MESH_ENV_NAMESPACE}/{MESH_ENV_NAME} of {kube.access.server}"
+    if data is None:
+        d.mesh_env, d.mesh_env_why = {}, f"{where} does not exist (404): an empty map"
+    else:
+        d.mesh_env, d.mesh_env_why = data, where
+
+
 def _metadata(settings: Settings, http: HttpClient, d: Discovery) -> InstanceInfo:
     if settings.no_gce_check:
         instance = InstanceInfo(platform=Platform.NONE, why=f"{env.NO_GCE_CHECK} is set")
@@ -205,6 +290,9 @@ def _metadata(settings: Settings, http: HttpClient, d: Discovery) -> InstanceInf
             ) from None
         raise
     d.instance = instance
+    if instance.token is not None:
+        d.google = MetadataTokens(MetadataClient(http, host))
+        d.google.seed(instance.token.token, instance.token.expires_at)
     d.decide("platform", Decision(str(instance.platform), Source.METADATA, instance.why))
     for key, value, why in (
         ("region", instance.region, "instance/region or instance/zone"),
@@ -217,6 +305,7 @@ def _metadata(settings: Settings, http: HttpClient, d: Discovery) -> InstanceInf
 
 
 def _projects(settings: Settings, instance: InstanceInfo, d: Discovery) -> tuple[str, str | None]:
+    context = d.kube_access.gke if d.kube_access is not None else None
     workload: Decision[str] | None = None
     if instance.project_id:
         workload = Decision(instance.project_id, Source.METADATA, "project/project-id")
@@ -227,6 +316,8 @@ def _projects(settings: Settings, instance: InstanceInfo, d: Discovery) -> tuple
         config = Decision(settings.mesh.project, Source.ENV, "MESH")
     elif settings.project_id:
         config = Decision(settings.project_id, Source.ENV, env.PROJECT_ID)
+    elif context is not None:
+        config = Decision(context[0], Source.KUBECONFIG, "the gke_PROJECT_LOCATION_CLUSTER context")
     elif (from_mesh_env := layered(env.PROJECT_ID, None, d.mesh_env)) is not None:
         config = from_mesh_env
     elif workload is not None:
@@ -258,11 +349,14 @@ def _cluster_hint(
     mesh_value: str | None,
     metadata_value: str | None,
     mesh_env: Mapping[str, str] | None,
+    context_value: str | None = None,
 ) -> Decision[str] | None:
     if env_value:
         return Decision(env_value, Source.ENV, key)
     if mesh_value:
         return Decision(mesh_value, Source.ENV, "MESH")
+    if context_value:
+        return Decision(context_value, Source.KUBECONFIG, "the gke_ kubeconfig context")
     if metadata_value:
         return Decision(
             metadata_value, Source.METADATA, f"instance/attributes/{key.lower().replace('_', '-')}"
@@ -294,12 +388,16 @@ def _cluster(
     mesh = settings.mesh if isinstance(settings.mesh, ClusterMesh) else None
     # A node's own cluster only counts when the mesh is in the node's project.
     same_project = config_project == workload_project
+    context = d.kube_access.gke if d.kube_access is not None else None
+    if context is not None and context[0] != config_project:
+        context = None
     name = _cluster_hint(
         env.CLUSTER_NAME,
         settings.cluster_name,
         mesh.cluster if mesh else None,
         instance.cluster_name if same_project else None,
         d.mesh_env,
+        context[2] if context else None,
     )
     location = _cluster_hint(
         env.CLUSTER_LOCATION,
@@ -307,11 +405,31 @@ def _cluster(
         mesh.location if mesh else None,
         instance.cluster_location if same_project else None,
         d.mesh_env,
+        context[1] if context else None,
     )
+    if d.kube_access is not None and name is not None and location is not None:
+        # The Kubernetes client is already known: GKE would only confirm the name (the
+        # original skipped GKE discovery too), and off Google Cloud there is no token for it.
+        cluster = ClusterInfo(project=config_project, name=name.value, location=location.value)
+        why = (
+            f"named by {name.why} ({name.source}) and {location.why} ({location.source}); "
+            f"not fetched from GKE: the API server comes from {d.kube_access.origin}"
+        )
+        d.cluster = cluster
+        d.decide(
+            "cluster",
+            Decision(
+                {"project": cluster.project, "location": cluster.location, "name": cluster.name},
+                name.source,
+                why,
+            ),
+        )
+        return cluster
     if instance.token is None:
         raise DiscoveryError(
             "no Google access token for the GKE API: the metadata server has no service "
-            "account for this instance (other credentials come with the Kubernetes half)"
+            "account for this instance; name the cluster (CLUSTER_NAME and CLUSTER_LOCATION, "
+            "or a gke_ kubeconfig context) with a kubeconfig instead"
         )
     client = GkeClient(http, settings.endpoints.container, sleep=sleep)
     quota = quota_project(config_project, workload_project)

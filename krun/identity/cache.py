@@ -72,6 +72,11 @@ class TokenCache:
                 self._entries[key] = _Entry(token, refresh_at(fetched_at, token))
             return token
 
+    def put(self, key: str, token: Token) -> None:
+        """Cache a token obtained elsewhere (discovery's first access token)."""
+        with self._lock:
+            self._entries[key] = _Entry(token, refresh_at(self._clock(), token))
+
     def invalidate(self, key: str) -> None:
         """Forget `key`'s token (e.g. after the server rejected it)."""
         with self._lock:

@@ -90,6 +90,10 @@ class MetadataTokens:
     def id_token(self, audience: str) -> str:
         return self._cache.get(f"id:{audience}").value
 
+    def seed(self, token: str, expires_at: float) -> None:
+        """Start with the access token discovery already fetched."""
+        self._cache.put(_ACCESS, Token(token, expires_at))
+
 
 class StsTokens:
     """A Kubernetes service account's way to Google tokens."""

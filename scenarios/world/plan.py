@@ -6,7 +6,7 @@ world namespace (its bridge carries each subnet's gateway, `.1`):
 | subnet | holds |
 |---|---|
 | 0 `services` | emulator host `.2`; Google services `.10` up; Cloud Run front end `.20`; |
-|  | a reserved address per cluster API server, `.30` up |
+|  | each cluster's API server `.30` up (:443); each mesh cluster's istiod `.40` up (:15012) |
 | 1 `run` | Cloud Run instances, `.10` up |
 | 2 `pods` | pods, `.10` up |
 | 3 `clients` | test drivers, `.10` up |
@@ -14,7 +14,10 @@ world namespace (its bridge carries each subnet's gateway, `.1`):
 `169.254.169.254` (metadata) sits on the emulator host too. There is no default
 route anywhere: every namespace gets routes to exactly the subnets it may reach,
 so nothing inside can reach out of the machine. Instances reach the services
-subnet and metadata; with a serverless connector, the pod subnet as well.
+subnet and metadata; with a serverless connector, the pod subnet as well. Pods
+also route their cluster's Service range (`services_ipv4_cidr`) to the world:
+there is no kube-proxy, so a Service VIP is only ever answered by the pod's own
+sidecar, which captures the connection before it leaves (docs/worlds.md).
 
 Names carry the run's prefix (`kw` + 6 hex): namespaces `<prefix>-world`,
 `<prefix>-emu`, `<prefix>-c-<client>`, `<prefix>-i<n>` (instances),
@@ -39,6 +42,18 @@ GOOGLE_SERVICES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 """Endpoint-map key -> the hostnames it answers to (as emulator/services.py lists them)."""
 METADATA_HOSTS = ("metadata.google.internal", "metadata")
+ISTIOD_HOSTS = (
+    "istiod.istio-system.svc",
+    "istiod.istio-system.svc.cluster.local",
+    "istiod.istio-system",
+)
+KUBERNETES_HOSTS = (
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+    "kubernetes.default",
+    "kubernetes",
+)
+ISTIOD_PORT = 15012
 RESOLV_CONF = (
     "# A world of namespaces has no DNS server: every name it knows is in /etc/hosts.\n"
     "# 127.0.0.1:53 refuses at once, so unknown names fail fast instead of timing out.\n"
@@ -85,7 +100,9 @@ class Plan:
     run_frontend: str
     run_hosts: tuple[str, ...]
     cluster_endpoints: dict[str, str]
-    """`project/location/name` -> address reserved for that cluster's API server."""
+    """`project/location/name` -> the address of that cluster's API server (:443)."""
+    istiods: dict[str, str] = field(default_factory=dict)
+    """`project/location/name` of a mesh cluster -> the address of its istiod (:15012)."""
     clients: dict[str, Attachment] = field(default_factory=dict)
     pods: dict[str, Attachment] = field(default_factory=dict)
 
@@ -98,15 +115,29 @@ class Plan:
         bind = {key: (address, 443) for key, address in self.google.items()}
         bind["metadata"] = (METADATA_IP, 80)
         bind["run"] = (self.run_frontend, 443)
+        for key, address in self.cluster_endpoints.items():
+            bind[f"kube/{key}"] = (address, 443)
+        for key, address in self.istiods.items():
+            project, _, name = key.split("/")
+            bind[f"istiod/{project}/{name}"] = (address, ISTIOD_PORT)
         return bind
 
-    def hosts(self) -> list[tuple[str, tuple[str, ...]]]:
-        """The world's /etc/hosts entries shared by every participant."""
+    def hosts(self, cluster: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
+        """/etc/hosts entries for a participant, inside cluster `project/location/name` or not.
+
+        `istiod.istio-system.svc` names the participant's own cluster's istiod, else the
+        first mesh cluster's; `kubernetes.default.svc` exists only inside a cluster.
+        """
         entries: list[tuple[str, tuple[str, ...]]] = [(METADATA_IP, METADATA_HOSTS)]
         for key, names in GOOGLE_SERVICES:
             entries.append((self.google[key], names))
         if self.run_hosts:
             entries.append((self.run_frontend, self.run_hosts))
+        istiod = self.istiods.get(cluster or "") or next(iter(self.istiods.values()), None)
+        if istiod is not None:
+            entries.append((istiod, ISTIOD_HOSTS))
+        if cluster is not None and cluster in self.cluster_endpoints:
+            entries.append((self.cluster_endpoints[cluster], KUBERNETES_HOSTS))
         return entries
 
     def instance(self, index: int, *, connector: bool) -> Attachment:
@@ -143,8 +174,14 @@ def make_plan(
     clusters: tuple[str, ...] = (),
     clients: tuple[str, ...] = (),
     pods: tuple[str, ...] = (),
+    meshes: tuple[str, ...] = (),
+    pod_routes: dict[str, tuple[str, ...]] | None = None,
 ) -> Plan:
-    """Lay out a world; pure and deterministic for the same inputs."""
+    """Lay out a world; pure and deterministic for the same inputs.
+
+    `meshes` are the clusters (of `clusters`) that run an istiod; `pod_routes` adds
+    destinations a pod routes to the world (its cluster's Service range).
+    """
     if network.prefixlen > 22:
         raise ValueError(f"{network} is too small: a world needs at least a /22")
     subnets = dict(
@@ -155,13 +192,21 @@ def make_plan(
     google = {key: _host(services, 10 + i) for i, (key, _) in enumerate(GOOGLE_SERVICES)}
     run_frontend = _host(services, 20)
     cluster_endpoints = {name: _host(services, 30 + i) for i, name in enumerate(clusters)}
+    istiods = {name: _host(services, 40 + i) for i, name in enumerate(meshes)}
+    extra_routes = pod_routes or {}
     everything = Route(str(network), gateways["services"])
     emulator = Attachment(
         f"{prefix}-emu",
         1,
         _host(services, 2),
         services.prefixlen,
-        extra=(METADATA_IP, *google.values(), run_frontend, *cluster_endpoints.values()),
+        extra=(
+            METADATA_IP,
+            *google.values(),
+            run_frontend,
+            *cluster_endpoints.values(),
+            *istiods.values(),
+        ),
         routes=(everything,),
     )
 
@@ -178,7 +223,7 @@ def make_plan(
                 first_index + i,
                 _host(subnet, 10 + i),
                 subnet.prefixlen,
-                routes=routes,
+                routes=routes + tuple(Route(d, gateway) for d in extra_routes.get(name, ())),
             )
             for i, name in enumerate(names)
         }
@@ -193,18 +238,34 @@ def make_plan(
         run_frontend=run_frontend,
         run_hosts=run_hosts,
         cluster_endpoints=cluster_endpoints,
+        istiods=istiods,
         clients=attach("clients", clients, 10, "c"),
         pods=attach("pods", pods, 400, "p"),
     )
 
 
-def hosts_file(plan: Plan, *, own_name: str, own_address: str) -> str:
-    """`/etc/netns/<ns>/hosts` for one participant."""
+def hosts_file(
+    plan: Plan,
+    *,
+    own_name: str,
+    own_address: str,
+    cluster: str | None = None,
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = (),
+) -> str:
+    """`/etc/netns/<ns>/hosts` for one participant; `extra` adds entries (its Services).
+
+    Every name appears once: hosts.conf's `multi on` would otherwise return both.
+    """
     lines = [
         "# Written by the krun scenario harness for this world; removed with it.",
         "127.0.0.1\tlocalhost",
         "::1\tlocalhost ip6-localhost ip6-loopback",
         f"{own_address}\t{own_name}",
     ]
-    lines += [f"{address}\t{' '.join(names)}" for address, names in plan.hosts()]
+    seen = {"localhost", own_name}
+    for address, names in (*plan.hosts(cluster), *extra):
+        fresh = [n for n in names if n not in seen]
+        seen.update(fresh)
+        if fresh:
+            lines.append(f"{address}\t{' '.join(fresh)}")
     return "\n".join(lines) + "\n"

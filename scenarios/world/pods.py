@@ -1,15 +1,18 @@
 """Pods: a namespace each, interception installed as istio-init does, then the app.
 
-Start order follows Kubernetes with a native sidecar: the init step (interception
+Start order follows Kubernetes with a native sidecar: `register` (the Pod exists
+in the API server before anything runs in it), the init step (interception
 rules, applied atomically with `iptables-restore` inside the pod's namespace),
-then the sidecar (a hook: the real Envoy fed by the emulated control plane slots
-in here), then the app; once it runs, the `register` hook tells the emulated API
-server about the pod (Pod, Endpoints). Both hooks are optional; without a
+the sidecar (returns once it is ready), the app, then, once every declared port
+accepts connections, `ready` (the Pod turns Running/Ready). The hooks are
+optional; the builder's defaults (`mesh.py`) register the pod in its cluster's
+emulated API server and run a real Envoy fed by the cluster's istiod. Without a
 sidecar, captured traffic meets closed ports 15001/15006, as in a pod whose
 proxy has not started.
 
-`istio_rules` is a plain stand-in for the launcher's rule generator: the subset
-of istio-init's REDIRECT mode that the feasibility prototype verified.
+`istio_rules` is a plain stand-in for the launcher's rule generator (the `rules`
+hook): the subset of istio-init's REDIRECT mode that the feasibility prototype
+verified.
 """
 
 from __future__ import annotations
@@ -104,15 +107,19 @@ class PodContext:
 
 
 Sidecar = Callable[[PodContext], list[NamespaceProcess]]
-"""Starts the pod's sidecar processes (already running when it returns)."""
+"""Starts the pod's sidecar processes (running and ready when it returns)."""
 Register = Callable[[PodContext], Callable[[], None] | None]
 """Registers the pod with the emulated API server; returns how to unregister."""
+Ready = Callable[[PodContext], None]
+"""Reports the pod ready (its app's ports accept connections)."""
+READY_TIMEOUT = 30.0
 
 
 @dataclass
 class PodHooks:
     sidecar: Sidecar | None = None
     register: Register | None = None
+    ready: Ready | None = None
     rules: Callable[[PodRun], str] = field(default=lambda _spec: istio_rules())
 
 
@@ -144,12 +151,12 @@ class Pod:
             sidecar.stop(grace)
 
 
-def start_pod(context: PodContext, argv: list[str], hooks: PodHooks) -> Pod:
-    """Init (rules), sidecar, app, registration: in that order."""
+def start_pod(context: PodContext, argv: list[str], hooks: PodHooks, *, grace: float) -> Pod:
+    """Registration, init (rules), sidecar, app, readiness: in that order.
+
+    A failure stops whatever already started (and unregisters) before it propagates.
+    """
     spec = context.spec
-    if spec.interception == "istio":
-        apply_rules(context.netns, hooks.rules(spec))
-    sidecars = hooks.sidecar(context) if hooks.sidecar is not None else []
     from scenarios.world.sandbox import Logs  # noqa: PLC0415 - avoid a cycle at import
 
     app = NamespaceProcess(
@@ -161,8 +168,26 @@ def start_pod(context: PodContext, argv: list[str], hooks: PodHooks) -> Pod:
         state=context.state,
         uid=spec.user,
     )
-    app.start()
-    pod = Pod(context, app, sidecars)
-    if hooks.register is not None:
-        pod.unregister = hooks.register(context)
+    pod = Pod(context, app)
+    try:
+        if hooks.register is not None:
+            pod.unregister = hooks.register(context)
+        if spec.interception == "istio":
+            apply_rules(context.netns, hooks.rules(spec))
+        if hooks.sidecar is not None:
+            pod.sidecars = hooks.sidecar(context)
+        app.start()
+        for port in spec.ports:
+            netns.wait_tcp(context.netns, "127.0.0.1", port, timeout=READY_TIMEOUT, alive=app.alive)
+        if hooks.ready is not None:
+            hooks.ready(context)
+    except BaseException as exc:
+        out, err = app.logs.read()
+        pod.stop(grace)
+        if isinstance(exc, Exception) and not isinstance(exc, SandboxError):
+            raise SandboxError(
+                f"pod {spec.name} did not start: {exc}\nstdout: {out[-1000:]}\n"
+                f"stderr: {err[-2000:]}"
+            ) from exc
+        raise
     return pod

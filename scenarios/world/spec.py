@@ -1,8 +1,9 @@
 """Harness world files: the emulator's world plus how its participants run.
 
 Validation collects every problem and names each by field path
-(`services[0].generation: must be gen1 or gen2`), as emulator world files do.
-The shape is documented in docs/worlds.md; `scenarios/worlds/basic.yaml` is an example.
+(`services[0].generation: must be gen1 or gen2`), as emulator world files do,
+through the same field reader (`emulator/fieldcheck.py`). The shape is documented
+in docs/worlds.md; `scenarios/worlds/basic.yaml` is an example.
 
     name: basic                      # optional; default: the emulator world's name
     emulator: ../../emulator/worlds/demo.yaml   # a path (relative to this file) or a mapping
@@ -21,8 +22,17 @@ The shape is documented in docs/worlds.md; `scenarios/worlds/basic.yaml` is an e
         cluster: istio               # a cluster of the emulator world (optional)
         namespace: default
         service_account: default
+        labels: {app: echo}
+        ports: [8080]                # container ports; the pod is ready once they accept
         command: ["{python}", -m, scenarios.apps.echo, --port, "8080"]
         interception: istio          # istio (istio-init style rules) or none
+        sidecar: true                # a real Envoy fed by the cluster's istiod (istio only)
+    kube_services:                   # Kubernetes Services of a cluster, for the pods
+      - name: echo
+        cluster: istio
+        namespace: default
+        selector: {app: echo}
+        ports: [{port: 8080, name: http, target_port: 8080}]
     clients: [client]                # plain namespaces for test drivers
 """
 
@@ -37,22 +47,37 @@ from typing import Any
 
 import yaml
 
+from emulator.fieldcheck import FieldChecker, kind_of
 from scenarios.world.errors import WorldSpecError
 
 _NAME = re.compile(r"[a-z]([-a-z0-9]{0,30}[a-z0-9])?")
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_TOP = {"name", "emulator", "network", "grace_s", "services", "pods", "clients"}
+_TOP = {
+    "name",
+    "emulator",
+    "network",
+    "grace_s",
+    "services",
+    "pods",
+    "kube_services",
+    "clients",
+}
 _SERVICE = {"service", "generation", "command", "env", "root", "user", "connector"}
 _POD = {
     "name",
     "cluster",
     "namespace",
     "service_account",
+    "labels",
+    "ports",
     "command",
     "env",
     "user",
     "interception",
+    "sidecar",
 }
+_KUBE_SERVICE = {"name", "cluster", "namespace", "selector", "ports"}
+_KUBE_PORT = {"port", "name", "target_port", "app_protocol"}
 GENERATIONS = ("gen1", "gen2")
 INTERCEPTIONS = ("istio", "none")
 PYTHON = "{python}"
@@ -77,14 +102,74 @@ class ServiceRun:
 
 @dataclass(frozen=True, slots=True)
 class PodRun:
+    """One pod: its Kubernetes identity, its app, and how its traffic is intercepted."""
+
     name: str
     command: tuple[str, ...]
     namespace: str = "default"
     service_account: str = "default"
     cluster: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    ports: tuple[int, ...] = ()
+    """Container ports; the pod is ready once each accepts a connection."""
     env: dict[str, str] = field(default_factory=dict)
     user: int = 0
     interception: str = "istio"
+    sidecar: bool = True
+    """A real Envoy fed by the cluster's istiod (needs `interception: istio` and a mesh cluster)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KubePort:
+    port: int
+    name: str = ""
+    target_port: int | None = None
+    app_protocol: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The Kubernetes ServicePort."""
+        obj: dict[str, Any] = {
+            "port": self.port,
+            "targetPort": self.target_port or self.port,
+            "protocol": "TCP",
+        }
+        if self.name:
+            obj["name"] = self.name
+        if self.app_protocol:
+            obj["appProtocol"] = self.app_protocol
+        return obj
+
+
+@dataclass(frozen=True, slots=True)
+class KubeService:
+    """A Kubernetes Service the harness applies to a cluster before the pods start."""
+
+    name: str
+    cluster: str
+    ports: tuple[KubePort, ...]
+    namespace: str = "default"
+    selector: dict[str, str] = field(default_factory=dict)
+
+    def selects(self, pod: PodRun) -> bool:
+        return (
+            pod.cluster == self.cluster
+            and pod.namespace == self.namespace
+            and bool(self.selector)
+            and all(pod.labels.get(k) == v for k, v in self.selector.items())
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The Service object (the API server allocates its cluster IP)."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": {
+                "type": "ClusterIP",
+                "selector": dict(self.selector),
+                "ports": [p.to_json() for p in self.ports],
+            },
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +181,11 @@ class WorldSpec:
     grace_s: float = 10.0
     services: tuple[ServiceRun, ...] = ()
     pods: tuple[PodRun, ...] = ()
+    kube_services: tuple[KubeService, ...] = ()
     clients: tuple[str, ...] = ("client",)
     source: str = "<data>"
+    emulator_dir: Path | None = None
+    """Where the emulator world's relative paths (cluster manifests) start."""
 
     def service_run(self, project: str, region: str, name: str) -> ServiceRun | None:
         return next((s for s in self.services if s.matches(project, region, name)), None)
@@ -107,20 +195,8 @@ def expand(command: tuple[str, ...], python: str = sys.executable) -> list[str]:
     return [python if part == PYTHON else part for part in command]
 
 
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def fail(self, where: str, message: str) -> None:
-        self.items.append(f"{where}: {message}")
-
-    def mapping(self, obj: Any, where: str, allowed: set[str]) -> dict[str, Any]:
-        if not isinstance(obj, dict):
-            self.fail(where, f"must be a mapping, got {_kind(obj)}")
-            return {}
-        for key in sorted(set(obj) - allowed, key=str):
-            self.fail(f"{where}.{key}", f"unknown field (known: {', '.join(sorted(allowed))})")
-        return obj
+class _Problems(FieldChecker):
+    """The shared field reader plus the harness's own field kinds."""
 
     def command(self, obj: dict[str, Any], where: str) -> tuple[str, ...]:
         value = obj.get("command")
@@ -137,25 +213,20 @@ class _Problems:
         return tuple(str(v) for v in value)
 
     def env(self, obj: dict[str, Any], where: str) -> dict[str, str]:
-        value = obj.get("env") or {}
-        if not isinstance(value, dict):
-            self.fail(f"{where}.env", f"must map names to strings, got {_kind(value)}")
-            return {}
-        out: dict[str, str] = {}
-        for key, item in value.items():
-            if not isinstance(key, str) or _ENV.fullmatch(key) is None:
-                self.fail(f"{where}.env.{key}", "is not a valid variable name")
-            elif isinstance(item, dict | list) or item is None:
-                self.fail(f"{where}.env.{key}", "must be a string")
-            else:
-                out[key] = str(item).lower() if isinstance(item, bool) else str(item)
-        return out
+        env = self.str_map(obj, "env", where)
+        for key in [k for k in env if _ENV.fullmatch(k) is None]:
+            self.fail(f"{where}.env.{key}", "is not a valid variable name")
+            del env[key]
+        return env
 
     def user(self, obj: dict[str, Any], where: str) -> int:
-        value = obj.get("user", 0)
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 65536:
-            self.fail(f"{where}.user", f"must be a uid in [0, 65535], got {value!r}")
-            return 0
+        return self.integer(obj, "user", where, low=0, high=65535, default=0) or 0
+
+    def flag(self, obj: dict[str, Any], key: str, where: str, *, default: bool) -> bool:
+        value = obj.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(f"{where}.{key}", "must be true or false")
+            return default
         return value
 
     def choice(self, obj: dict[str, Any], key: str, where: str, choices: tuple[str, ...]) -> str:
@@ -176,9 +247,13 @@ class _Problems:
             return ""
         return value
 
-
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__
+    def ports(self, obj: dict[str, Any], where: str) -> tuple[int, ...]:
+        found: list[int] = []
+        for at, item in self.items(obj, "ports", where):
+            port = self.integer({"port": item}, "port", at, low=1, high=65535, default=None)
+            if port is not None:
+                found.append(port)
+        return tuple(found)
 
 
 def load_spec(path: Path) -> WorldSpec:
@@ -203,6 +278,7 @@ def build_spec(raw: Any, *, source: str = "<data>", base: Path) -> WorldSpec:
     check = _Problems()
     top = check.mapping(raw, "world", _TOP)
     emulator: dict[str, Any] = {}
+    emulator_dir = base
     value = top.get("emulator")
     if value is None:
         check.fail("world.emulator", "required: a world file path or an inline world")
@@ -215,12 +291,13 @@ def build_spec(raw: Any, *, source: str = "<data>", base: Path) -> WorldSpec:
         else:
             if isinstance(loaded, dict):
                 emulator = loaded
+                emulator_dir = path.parent
             else:
                 check.fail("world.emulator", f"{path} is not a world mapping")
     elif isinstance(value, dict):
         emulator = value
     else:
-        check.fail("world.emulator", f"must be a path or a mapping, got {_kind(value)}")
+        check.fail("world.emulator", f"must be a path or a mapping, got {kind_of(value)}")
     name = top.get("name", emulator.get("name", "world"))
     if not isinstance(name, str) or not name:
         check.fail("world.name", "must be a non-empty string")
@@ -238,8 +315,9 @@ def build_spec(raw: Any, *, source: str = "<data>", base: Path) -> WorldSpec:
     if not isinstance(grace, int | float) or isinstance(grace, bool) or not 0 <= grace <= 600:
         check.fail("world.grace_s", f"must be a number of seconds in [0, 600], got {grace!r}")
         grace = 10
-    services = _services(check, top.get("services") or [])
-    pods = _pods(check, top.get("pods") or [])
+    services = _services(check, top)
+    pods = _pods(check, top)
+    kube_services = _kube_services(check, top)
     clients_raw = top.get("clients", ["client"])
     clients: list[str] = []
     if not isinstance(clients_raw, list):
@@ -251,8 +329,8 @@ def build_spec(raw: Any, *, source: str = "<data>", base: Path) -> WorldSpec:
                 check.fail(f"world.clients[{i}]", f"duplicate client {got!r}")
             if got:
                 clients.append(got)
-    if check.items:
-        raise WorldSpecError(source, check.items)
+    if check.problems:
+        raise WorldSpecError(source, check.problems)
     return WorldSpec(
         name=name,
         emulator=emulator,
@@ -260,18 +338,16 @@ def build_spec(raw: Any, *, source: str = "<data>", base: Path) -> WorldSpec:
         grace_s=float(grace),
         services=tuple(services),
         pods=tuple(pods),
+        kube_services=tuple(kube_services),
         clients=tuple(clients),
         source=source,
+        emulator_dir=emulator_dir,
     )
 
 
-def _services(check: _Problems, items: Any) -> list[ServiceRun]:
-    if not isinstance(items, list):
-        check.fail("world.services", "must be a list")
-        return []
+def _services(check: _Problems, top: dict[str, Any]) -> list[ServiceRun]:
     out: list[ServiceRun] = []
-    for i, item in enumerate(items):
-        where = f"world.services[{i}]"
+    for where, item in check.items(top, "services", "world"):
         obj = check.mapping(item, where, _SERVICE)
         if not obj:
             continue
@@ -286,10 +362,6 @@ def _services(check: _Problems, items: Any) -> list[ServiceRun]:
             root = "/"
         elif root != "/" and generation == "gen2":
             check.fail(f"{where}.root", "only gen1 instances run in their own root for now")
-        connector = obj.get("connector", False)
-        if not isinstance(connector, bool):
-            check.fail(f"{where}.connector", "must be true or false")
-            connector = False
         if any(s.service == service for s in out):
             check.fail(f"{where}.service", f"duplicate entry for {service!r}")
         out.append(
@@ -300,25 +372,25 @@ def _services(check: _Problems, items: Any) -> list[ServiceRun]:
                 env=check.env(obj, where),
                 root=root,
                 user=check.user(obj, where),
-                connector=connector,
+                connector=check.flag(obj, "connector", where, default=False),
             )
         )
     return out
 
 
-def _pods(check: _Problems, items: Any) -> list[PodRun]:
-    if not isinstance(items, list):
-        check.fail("world.pods", "must be a list")
-        return []
+def _pods(check: _Problems, top: dict[str, Any]) -> list[PodRun]:
     out: list[PodRun] = []
-    for i, item in enumerate(items):
-        where = f"world.pods[{i}]"
+    for where, item in check.items(top, "pods", "world"):
         obj = check.mapping(item, where, _POD)
         if not obj:
             continue
         name = check.name(obj, "name", where, required=True)
         if name and any(p.name == name for p in out):
             check.fail(f"{where}.name", f"duplicate pod {name!r}")
+        interception = check.choice(obj, "interception", where, INTERCEPTIONS)
+        sidecar = check.flag(obj, "sidecar", where, default=interception == "istio")
+        if sidecar and interception != "istio":
+            check.fail(f"{where}.sidecar", "a sidecar needs interception: istio")
         out.append(
             PodRun(
                 name=name,
@@ -327,9 +399,51 @@ def _pods(check: _Problems, items: Any) -> list[PodRun]:
                 service_account=check.name(obj, "service_account", where, required=False)
                 or "default",
                 cluster=check.name(obj, "cluster", where, required=False) or None,
+                labels=check.str_map(obj, "labels", where),
+                ports=check.ports(obj, where),
                 env=check.env(obj, where),
                 user=check.user(obj, where),
-                interception=check.choice(obj, "interception", where, INTERCEPTIONS),
+                interception=interception,
+                sidecar=sidecar,
             )
         )
+    return out
+
+
+def _kube_services(check: _Problems, top: dict[str, Any]) -> list[KubeService]:
+    out: list[KubeService] = []
+    for where, item in check.items(top, "kube_services", "world"):
+        obj = check.mapping(item, where, _KUBE_SERVICE)
+        if not obj:
+            continue
+        name = check.name(obj, "name", where, required=True)
+        cluster = check.name(obj, "cluster", where, required=True)
+        namespace = check.name(obj, "namespace", where, required=False) or "default"
+        key = (cluster, namespace, name)
+        if name and any((s.cluster, s.namespace, s.name) == key for s in out):
+            check.fail(f"{where}.name", f"duplicate Service {namespace}/{name} in {cluster!r}")
+        selector = check.str_map(obj, "selector", where)
+        if not selector:
+            check.fail(f"{where}.selector", "required: the labels of the pods behind the Service")
+        ports: list[KubePort] = []
+        for at, raw_port in check.items(obj, "ports", where):
+            port_obj = check.mapping(raw_port, at, _KUBE_PORT)
+            if not port_obj:
+                continue
+            number = check.integer(port_obj, "port", at, low=1, high=65535, default=None)
+            target = check.integer(port_obj, "target_port", at, low=1, high=65535, default=0)
+            if number is not None:
+                ports.append(
+                    KubePort(
+                        number,
+                        check.name(port_obj, "name", at, required=False),
+                        target or None,
+                        check.string(port_obj, "app_protocol", at) or None,
+                    )
+                )
+        if not ports:
+            check.fail(f"{where}.ports", "required: at least one port")
+        elif len(ports) > 1 and not all(p.name for p in ports):
+            check.fail(f"{where}.ports", "every port needs a name when there are several")
+        out.append(KubeService(name, cluster, tuple(ports), namespace, selector))
     return out

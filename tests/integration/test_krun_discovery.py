@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from emulator.istio.meshenv import publish_mesh_env
+from emulator.kube.cluster import kube_cluster
 from emulator.testing import RunningEmulator
 from krun import cli
 from krun.config import Settings
@@ -17,6 +19,8 @@ from krun.discovery.discover import Discovery, discover
 from krun.discovery.metadata import MetadataClient, Platform
 from krun.errors import ConfigError, DiscoveryError
 from krun.http import HttpClient
+from krun.intercept import probe as machine
+from krun.intercept.choose import Probes
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +49,64 @@ def run(emu: RunningEmulator, instance: str | None, **extra: str) -> Discovery:
 
 def values(d: Discovery) -> dict[str, Any]:
     return {key: decision.value for key, decision in d.decisions.items()}
+
+
+def seed_mesh_cluster(emu: RunningEmulator, project: str, location: str, name: str) -> None:
+    """What installing the mesh leaves in another cluster: mesh-env, its RBAC, fortio's tokens."""
+
+    def rbac(kind: str, namespace: str, role: dict[str, Any], subject: dict[str, str]) -> list[Any]:
+        meta = {"name": role["name"], "namespace": namespace}
+        group = "rbac.authorization.k8s.io"
+        return [
+            {"apiVersion": f"{group}/v1", "kind": "Role", "metadata": meta, "rules": role["rules"]},
+            {
+                "apiVersion": f"{group}/v1",
+                "kind": "RoleBinding",
+                "metadata": meta,
+                "roleRef": {"apiGroup": group, "kind": "Role", "name": role["name"]},
+                "subjects": [{"apiGroup": group, "kind": kind, **subject}],
+            },
+        ]
+
+    cluster = emu.world.cluster(project, location, name)
+    documents: list[Any] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+        for ns in ("istio-system", "fortio")
+    ]
+    documents.append(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "mesh-env", "namespace": "istio-system"},
+            "data": {"CLUSTER_NAME": name, "CLUSTER_LOCATION": location},
+        }
+    )
+    read = {
+        "name": "istio-autoconf",
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "verbs": ["get"],
+                "resourceNames": ["mesh-env", "istio-ca-root-cert"],
+            },
+        ],
+    }
+    tokens = {
+        "name": "gsa",
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["serviceaccounts/token"],
+                "verbs": ["create"],
+                "resourceNames": ["default"],
+            },
+        ],
+    }
+    documents += rbac("Group", "istio-system", read, {"name": "system:authenticated"})
+    documents += rbac("User", "fortio", tokens, {"name": FORTIO})
+    kube_cluster(emu.world, cluster).apply_documents(documents)
+    publish_mesh_env(emu.world, emu.endpoints)
 
 
 @pytest.mark.parametrize(
@@ -139,6 +201,18 @@ def test_mesh_forms_against_gke(emu: RunningEmulator, case: str) -> None:
     assert expected == f"{cluster['location']}/{cluster['name']}"
     if "payments" in extra.get("MESH", ""):
         assert ("payments", Source.ENV) == (d.value("namespace"), d.decisions["namespace"].source)
+    if cluster["name"] == "istio":
+        # The mesh cluster's mesh-env names istiod, so the control plane comes from it.
+        assert d.mesh_env is not None
+        assert emu.hostport("istiod/mesh-demo/istio") == d.mesh_env["XDS_ADDR"]
+        assert (emu.hostport("istiod/mesh-demo/istio"), Source.MESH_ENV) == (
+            d.value("xds_address"),
+            d.decisions["xds_address"].source,
+        )
+    else:
+        # `plain` has no mesh-env ConfigMap: an empty map, as the original, not an error.
+        assert {} == d.mesh_env
+        assert "does not exist (404)" in d.mesh_env_why
 
 
 def test_mesh_env_file_supplies_the_cluster_and_control_plane(
@@ -218,6 +292,7 @@ def test_multi_project_uses_the_config_project(fresh_emu: RunningEmulator) -> No
     """Granted on another project, krun bills it (x-goog-user-project) and picks its cluster."""
     other = fresh_emu.world.project("other-project")
     other.iam.setdefault("roles/container.clusterViewer", set()).add(f"serviceAccount:{FORTIO}")
+    seed_mesh_cluster(fresh_emu, "other-project", "us-east1-b", "secret")
 
     d = run(fresh_emu, "fortio-0", MESH="gke://other-project")
 
@@ -233,6 +308,8 @@ def test_multi_project_uses_the_config_project(fresh_emu: RunningEmulator) -> No
     # The number of a project we may not read stays unknown, with the reason, not a crash.
     assert d.value("project_number") is None
     assert "Resource Manager refused project other-project" in d.decisions["project_number"].why
+    # The other project's cluster is the one whose mesh-env and istiod are used.
+    assert emu_istiod(fresh_emu, "other-project/secret") == d.value("xds_address")
 
 
 def test_unknown_quota_project_is_refused(emu: RunningEmulator) -> None:
@@ -294,17 +371,32 @@ def test_off_google_cloud_needs_a_project(emu: RunningEmulator) -> None:
     assert "none" == d.value("platform")
 
 
+def emu_istiod(emu: RunningEmulator, key: str) -> str:
+    return emu.hostport(f"istiod/{key}")
+
+
 # `krun explain`.
 
 VOLATILE = [
     (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:PORT"),
+    (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"), "TIME"),
 ]
+ROOT_AND_CAPABLE = Probes(root=True, cap_net_admin=True, iptables=True)
+
+
+@pytest.fixture
+def fixed_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback goldens must not depend on who runs them: the machine probes are fixed."""
+    monkeypatch.setattr(machine, "probe", lambda **_: ROOT_AND_CAPABLE)
 
 
 def normalise(document: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Drop what changes between runs: timings, ports, the base directory."""
+    """Drop what changes between runs: timings, ports, times, lifetimes, the base directory."""
     document = dict(document)
     document["timings_ms"] = sorted(document["timings_ms"])
+    issued = (document.get("certificate") or {}).get("issued")
+    if issued:
+        issued["lifetime_s"] = round(issued["lifetime_s"], -2)
     text = json.dumps(document, indent=2, sort_keys=True).replace(str(base), "BASE")
     for pattern, replacement in VOLATILE:
         text = pattern.sub(replacement, text)
@@ -332,18 +424,49 @@ def explain(
 CLOUD_RUN_CONTRACT = {"K_SERVICE": "fortio", "K_REVISION": "fortio-00001-abc", "PORT": "8080"}
 
 
+@pytest.mark.usefixtures("fixed_probes")
 def test_explain_fortio_0_golden(
     emu: RunningEmulator, capsys: pytest.CaptureFixture[str], tmp_path: Path, update_golden: bool
 ) -> None:
-    """`krun explain` for Cloud Run instance fortio-0 prints every decision and its source."""
+    """`krun explain` for Cloud Run instance fortio-0 prints every decision, its source, and a real certificate."""
     code, document, err = explain(
         emu, "fortio-0", capsys, MESH_BASE_DIR=str(tmp_path), **CLOUD_RUN_CONTRACT
     )
 
     assert (0, "") == (code, err)
     assert document["ok"]
+    assert ["spiffe://mesh-demo.svc.id.goog/ns/fortio/sa/default"] == document["certificate"]["san"]
     check_golden("explain-fortio-0.json", normalise(document, tmp_path), update_golden)
     assert not list(tmp_path.iterdir()), "explain must not write files"
+
+
+@pytest.mark.usefixtures("fixed_probes")
+def test_explain_multi_project_golden(
+    fresh_emu: RunningEmulator,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    update_golden: bool,
+) -> None:
+    """Config project other-project, workload in mesh-demo: its cluster, mesh-env, istiod and trust domain."""
+    other = fresh_emu.world.project("other-project")
+    other.iam.setdefault("roles/container.clusterViewer", set()).add(f"serviceAccount:{FORTIO}")
+    seed_mesh_cluster(fresh_emu, "other-project", "us-east1-b", "secret")
+
+    code, document, err = explain(
+        fresh_emu,
+        "fortio-0",
+        capsys,
+        MESH="gke://other-project",
+        MESH_BASE_DIR=str(tmp_path),
+        **CLOUD_RUN_CONTRACT,
+    )
+
+    assert (0, "") == (code, err), document["error"]
+    assert ["spiffe://other-project.svc.id.goog/ns/fortio/sa/default"] == document["certificate"][
+        "san"
+    ]
+    assert "other-project" == document["decisions"]["quota_project"]["value"]
+    check_golden("explain-multi-project.json", normalise(document, tmp_path), update_golden)
 
 
 def test_explain_multi_project_failure_golden(
@@ -378,15 +501,35 @@ def test_explain_bad_setting(emu: RunningEmulator, capsys: pytest.CaptureFixture
     assert err.startswith("krun explain: the setting MESH is invalid")
 
 
-def test_explain_reports_no_mesh_env_yet(
+def test_explain_shows_the_control_plane_from_mesh_env(
     emu: RunningEmulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without a mesh-env map the XDS address is unknown and the report says why."""
+    """The cluster's mesh-env names istiod: XDS and CA addresses are real, with source mesh-env."""
     _, document, _ = explain(emu, "fortio-0", capsys)
 
-    assert not document["mesh_env"]["loaded"]
-    assert document["decisions"]["xds_address"]["value"] is None
-    assert "not loaded yet" in document["decisions"]["xds_address"]["why"]
+    assert document["mesh_env"]["loaded"]
+    assert "ConfigMap istio-system/mesh-env" in document["mesh_env"]["why"]
+    for key in ("xds_address", "ca_address"):
+        assert {"value": emu_istiod(emu, "mesh-demo/istio"), "source": "mesh-env"} == {
+            k: document["decisions"][key][k] for k in ("value", "source")
+        }
+
+
+def test_explain_bad_kubeconfig_names_the_field(
+    emu: RunningEmulator, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A kubeconfig whose context names no cluster: exit 2, the file and field named."""
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "current-context: c\ncontexts: [{name: c, context: {cluster: nope, user: u}}]\n"
+        "clusters: []\nusers: [{name: u, user: {token: t}}]\n"
+    )
+
+    code, document, err = explain(emu, "fortio-0", capsys, KUBECONFIG=str(kubeconfig))
+
+    assert 2 == code
+    assert "KUBECONFIG" == document["error_variable"]
+    assert f"{kubeconfig}: contexts[0].context.cluster: names no entry of clusters" in err
 
 
 def test_config_error_is_raised_before_any_call() -> None:

@@ -19,7 +19,7 @@ from emulator import kube_tokens
 from emulator.kube.cluster import KubeCluster, kube_cluster
 from emulator.kube.kubeconfig import google_kubeconfig
 from emulator.kube.manifests import MANIFESTS
-from emulator.testing import RunningEmulator, start
+from emulator.testing import RunningEmulator, demo_world_text, start
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,12 @@ class Kubectl:
 
 @pytest.fixture(scope="module")
 def kemu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
-    with start(tmp_path_factory.mktemp("kubectl")) as running:
+    """The demo world without its seeded manifests: a cluster as an Istio install leaves it."""
+    world = yaml.safe_load(demo_world_text())
+    for project in world["projects"]:
+        for cluster in project.get("clusters", []):
+            cluster.pop("manifests", None)
+    with start(tmp_path_factory.mktemp("kubectl"), world_text=yaml.safe_dump(world)) as running:
         yield running
 
 

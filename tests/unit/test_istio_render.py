@@ -279,3 +279,44 @@ def test_short_names_resolve_in_the_callers_namespace() -> None:
     assert found.host == "echo.test.svc.cluster.local"
     assert snap.service("echo", "other") is None
     assert snap.service("db.other", "test") is not None
+
+
+def test_captured_inbound_returns_to_the_original_destination_from_127_0_0_6() -> None:
+    """A sidecar's inbound cluster is Istio's: original destination, source bound to 127.0.0.6."""
+    sidecar = render("sidecar~10.8.0.5~echo-1.test~test.svc.cluster.local", {})
+    inbound = sidecar["CDS"]["inbound|18080||"]
+    whitebox = render(*CASES["whitebox"])["CDS"]["inbound|18080||"]
+
+    assert inbound["type"] == "ORIGINAL_DST"
+    assert inbound["upstream_bind_config"]["source_address"]["address"] == "127.0.0.6"
+    assert whitebox["type"] == "STATIC"  # bound listeners call the app on loopback
+    protos.pack(protos.CLUSTER, inbound)
+
+
+def test_tcp_port_matches_service_vips_and_passes_the_rest_through() -> None:
+    """Captured TCP on a service's port reaches the service only at its VIP; other hosts pass."""
+    model = MeshModel(TD)
+    model.put(
+        Service(
+            "db",
+            "test",
+            (ServicePort(443, Protocol.TCP, "tcp"),),
+            {"app": "db"},
+            addresses=("10.12.0.7",),
+        ),
+        Workload("db-1", "test", "10.8.0.8", "db", {"app": "db"}),
+        Workload("client-1", "test", "10.8.0.9", "client", {"app": "client"}),
+    )
+    proxy = parse_node(SIDECAR, {})
+    listener = envoy.resources(model.snapshot(), proxy, protos.LISTENER)["0.0.0.0_443"]
+    chains = listener["filter_chains"]
+
+    assert chains[0]["filter_chain_match"]["prefix_ranges"] == [
+        {"address_prefix": "10.12.0.7", "prefix_len": 32}
+    ]
+    assert (
+        chains[0]["filters"][0]["typed_config"]["cluster"]
+        == "outbound|443||db.test.svc.cluster.local"
+    )
+    assert chains[-1]["filters"][0]["typed_config"]["cluster"] == "PassthroughCluster"
+    protos.pack(protos.LISTENER, listener)

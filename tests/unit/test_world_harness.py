@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from emulator.world import Cluster
+from scenarios.world import mesh
 from scenarios.world.errors import WorldSpecError
 from scenarios.world.plan import METADATA_IP, Plan, hosts_file, make_plan
 from scenarios.world.pods import istio_rules
 from scenarios.world.sandbox import oci_config
-from scenarios.world.spec import build_spec, expand
+from scenarios.world.spec import PodRun, build_spec, expand
 
 NET = ipaddress.IPv4Network("10.77.0.0/16")
 EMULATOR = {"projects": [{"id": "mesh-demo", "number": 1}]}
@@ -25,6 +27,8 @@ def _plan() -> Plan:
         clusters=("p/us-central1-c/istio",),
         clients=("client",),
         pods=("p1", "p2"),
+        meshes=("p/us-central1-c/istio",),
+        pod_routes={"p1": ("10.12.0.0/20",)},
     )
 
 
@@ -37,6 +41,7 @@ class TestPlan:
             *plan.google.values(),
             plan.run_frontend,
             *plan.cluster_endpoints.values(),
+            *plan.istiods.values(),
             *(a.address for a in plan.clients.values()),
             *(a.address for a in plan.pods.values()),
             plan.instance(0, connector=False).address,
@@ -87,6 +92,42 @@ class TestPlan:
         assert "accounts.google.com" in lines["10.77.0.14"]
         assert lines["10.77.0.20"] == ["a-x-uc.a.run.app"]
         assert lines["10.77.3.10"] == ["me"]
+
+    def test_cluster_services_bind_on_their_own_addresses(self) -> None:
+        """Each cluster's API server gets :443 and each mesh's istiod :15012, on its own address."""
+        plan = _plan()
+        bind = plan.bind_map()
+        assert bind["kube/p/us-central1-c/istio"] == ("10.77.0.30", 443)
+        assert bind["istiod/p/istio"] == ("10.77.0.40", 15012)
+        assert {"10.77.0.30", "10.77.0.40"} <= set(plan.emulator.extra)
+
+    def test_pods_route_their_clusters_service_range(self) -> None:
+        """A pod of a cluster routes its Service VIPs to the world; other pods do not."""
+        plan = _plan()
+        assert "10.12.0.0/20" in {r.destination for r in plan.pods["p1"].routes}
+        assert "10.12.0.0/20" not in {r.destination for r in plan.pods["p2"].routes}
+
+    def test_cluster_participants_resolve_istiod_kubernetes_and_services_once(self) -> None:
+        """Inside a cluster: istiod, kubernetes.default.svc and the given Services; no name twice."""
+        text = hosts_file(
+            _plan(),
+            own_name="p1",
+            own_address="10.77.2.10",
+            cluster="p/us-central1-c/istio",
+            extra=(("10.12.0.5", ("echo.ns.svc.cluster.local", "p1")),),
+        )
+        entries = text.splitlines()[3:]  # after the comment and the two localhost lines
+        names = [n for line in entries for n in line.split("\t")[1].split()]
+        lines = {
+            line.split("\t")[1].split()[0]: line.split("\t")[0] for line in text.splitlines()[1:]
+        }
+        assert lines["istiod.istio-system.svc"] == "10.77.0.40"
+        assert lines["kubernetes.default.svc"] == "10.77.0.30"
+        assert lines["echo.ns.svc.cluster.local"] == "10.12.0.5"
+        assert len(names) == len(set(names))
+        outside = hosts_file(_plan(), own_name="c", own_address="10.77.3.10")
+        assert "istiod.istio-system.svc" in outside
+        assert "kubernetes.default.svc" not in outside
 
     def test_a_world_needs_four_subnets(self) -> None:
         """A network smaller than a /22 is refused."""
@@ -139,6 +180,70 @@ class TestSpec:
         ):
             assert field in problems
 
+    def test_pods_and_kube_services_come_out_typed(self, tmp_path: Path) -> None:
+        """Pod labels, ports and sidecar, and Service ports with their defaults."""
+        spec = build_spec(
+            {
+                "emulator": EMULATOR,
+                "pods": [
+                    {"name": "a", "command": ["x"], "labels": {"app": "a"}, "ports": [8080]},
+                    {"name": "b", "command": ["x"], "interception": "none"},
+                ],
+                "kube_services": [
+                    {"name": "a", "cluster": "c", "selector": {"app": "a"}, "ports": [{"port": 80}]}
+                ],
+            },
+            base=tmp_path,
+        )
+        assert (spec.pods[0].labels, spec.pods[0].ports, spec.pods[0].sidecar) == (
+            {"app": "a"},
+            (8080,),
+            True,
+        )
+        assert spec.pods[1].sidecar is False
+        service = spec.kube_services[0]
+        assert service.namespace == "default"
+        assert service.to_json()["spec"]["ports"] == [
+            {"port": 80, "targetPort": 80, "protocol": "TCP"}
+        ]
+        assert service.selects(mesh_pod(labels={"app": "a"}, cluster="c", namespace="default"))
+
+    def test_pod_and_service_problems_are_named_by_field(self, tmp_path: Path) -> None:
+        """Bad pod ports, a sidecar without capture and incomplete Services are each named."""
+        with pytest.raises(WorldSpecError) as raised:
+            build_spec(
+                {
+                    "emulator": EMULATOR,
+                    "pods": [
+                        {
+                            "name": "a",
+                            "command": ["x"],
+                            "ports": [0],
+                            "interception": "none",
+                            "sidecar": True,
+                            "labels": ["x"],
+                        }
+                    ],
+                    "kube_services": [
+                        {"name": "s", "cluster": "c", "ports": [{"port": 1}, {"port": 2}]},
+                        {"cluster": "c", "selector": {"a": "b"}, "ports": [{"port": "x", "y": 1}]},
+                    ],
+                },
+                base=tmp_path,
+            )
+        problems = "\n".join(raised.value.problems)
+        for field in (
+            "world.pods[0].ports[0].port:",
+            "world.pods[0].sidecar:",
+            "world.pods[0].labels:",
+            "world.kube_services[0].selector:",
+            "world.kube_services[0].ports: every port needs a name",
+            "world.kube_services[1].name: required",
+            "world.kube_services[1].ports[0].port:",
+            "world.kube_services[1].ports[0].y: unknown field",
+        ):
+            assert field in problems
+
     def test_the_emulator_world_can_be_a_path(self, tmp_path: Path) -> None:
         """A relative emulator path is read next to the harness file."""
         (tmp_path / "w.yaml").write_text("name: w\nprojects: [{id: mesh-demo, number: 1}]\n")
@@ -186,3 +291,84 @@ class TestBundleAndRules:
         assert "-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN" in rules
         assert "-A ISTIO_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN" in rules
         assert "-A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN" in rules
+
+
+def mesh_pod(**fields: object) -> PodRun:
+    defaults: dict[str, object] = {"name": "web", "command": ("app",), "namespace": "ns"}
+    return PodRun(**{**defaults, **fields})  # type: ignore[arg-type]
+
+
+class TestMeshObjects:
+    def test_pod_is_pending_with_its_ip_and_the_injectors_marks(self) -> None:
+        """Before it is ready a pod already has its IP, account and istio tlsMode label."""
+        pod = mesh.pod_object(
+            mesh_pod(labels={"app": "web"}, service_account="sa", ports=(8080,)),
+            address="10.77.2.10",
+            node="n",
+            now=0,
+        )
+        assert pod["status"]["phase"] == "Pending"
+        assert pod["status"]["podIP"] == "10.77.2.10"
+        assert pod["spec"]["serviceAccountName"] == "sa"
+        assert pod["metadata"]["labels"]["security.istio.io/tlsMode"] == "istio"
+        assert "sidecar.istio.io/status" in pod["metadata"]["annotations"]
+        assert [c["name"] for c in pod["spec"]["containers"]] == ["app", "istio-proxy"]
+        ready = mesh.pod_status("10.77.2.10", now=0, ready=True)
+        assert ready["phase"] == "Running"
+        assert {"type": "Ready", "status": "True"}.items() <= ready["conditions"][-1].items()
+
+    def test_endpoint_slice_lists_pods_with_their_readiness(self) -> None:
+        """The slice is labelled with its Service and marks each pod's address ready or not."""
+        service = build_spec(
+            {
+                "emulator": EMULATOR,
+                "kube_services": [
+                    {
+                        "name": "web",
+                        "cluster": "c",
+                        "selector": {"app": "web"},
+                        "ports": [{"port": 80}],
+                    }
+                ],
+            },
+            base=Path("/"),
+        ).kube_services[0]
+        pods = [
+            {**mesh.pod_object(mesh_pod(name=n), address=a, node="n", now=0), "status": s}
+            for n, a, s in (
+                ("b", "10.0.0.2", mesh.pod_status("10.0.0.2", now=0, ready=False)),
+                ("a", "10.0.0.1", mesh.pod_status("10.0.0.1", now=0, ready=True)),
+            )
+        ]
+        slice_ = mesh.endpoint_slice(service, pods)
+        assert slice_["metadata"]["labels"]["kubernetes.io/service-name"] == "web"
+        assert [(e["addresses"], e["conditions"]["ready"]) for e in slice_["endpoints"]] == [
+            (["10.0.0.1"], True),
+            (["10.0.0.2"], False),
+        ]
+
+    def test_sidecar_bootstrap_names_the_pod_and_keeps_admin_on_loopback(
+        self, tmp_path: Path
+    ) -> None:
+        """Node id and metadata are the agent's; admin is 127.0.0.1:15000; xDS goes to istiod."""
+        cluster = Cluster("p", "istio", "us-central1-c", resource_labels={"mesh_id": "m"})
+        bootstrap = mesh.sidecar_bootstrap(
+            mesh_pod(labels={"app": "web"}),
+            address="10.77.2.10",
+            cluster=cluster,
+            istiod="10.77.0.40:15012",
+            ca_file=tmp_path / "ca.pem",
+            token="t",
+        )
+        assert bootstrap["node"]["id"] == "sidecar~10.77.2.10~web.ns~ns.svc.cluster.local"
+        metadata = bootstrap["node"]["metadata"]
+        assert (metadata["INTERCEPTION_MODE"], metadata["CLUSTER_ID"]) == ("REDIRECT", "istio")
+        assert metadata["LABELS"]["security.istio.io/tlsMode"] == "istio"
+        assert bootstrap["admin"]["address"]["socket_address"] == {
+            "address": "127.0.0.1",
+            "port_value": 15000,
+        }
+        clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+        for name in ("xds-grpc", "sds-grpc"):
+            address = clusters[name]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+            assert address["endpoint"]["address"]["socket_address"]["port_value"] == 15012

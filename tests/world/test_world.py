@@ -6,8 +6,6 @@ import errno
 import json
 import os
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ import yaml
 
 from scenarios.world import netns
 from scenarios.world.builder import RunInstance, RunningWorld, world_up
+from scenarios.world.mesh import envoy_get
 from scenarios.world.sandbox import Logs, NamespaceProcess
 from scenarios.world.spec import WorldSpec, build_spec
 from scenarios.world.sweep import STATE_ROOT, WorldState, alive, leftovers, runsc_containers, sweep
@@ -28,7 +27,6 @@ pytestmark = pytest.mark.world
 CALLER = "caller@mesh-demo.iam.gserviceaccount.com"
 STRANGER = "stranger@mesh-demo.iam.gserviceaccount.com"
 REGION_URL = "http://metadata.google.internal/computeMetadata/v1/instance/region"
-SO_ORIGINAL_DST = 80
 
 
 @pytest.fixture(scope="module")
@@ -132,26 +130,27 @@ def test_front_end_refuses_bad_callers(world: RunningWorld) -> None:
 
 
 def test_pod_captures_outbound_tcp_like_istio_init(world: RunningWorld) -> None:
-    """The pod's rules are installed and send its outbound TCP to :15001, original destination kept."""
-    pod = world.pods["echo-pod"]
-    saved = world.run("echo-pod", ["iptables-save", "-t", "nat"]).stdout
+    """The pod's rules are istio-init's: outbound TCP to any address lands on Envoy's :15001."""
+    pod = world.pods["echo-client"]
+    saved = world.run("echo-client", ["iptables-save", "-t", "nat"]).stdout
     assert "-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001" in saved
-    listener = netns.socket_in(pod.netns)
-    listener.bind(("0.0.0.0", 15001))
-    listener.listen()
-    listener.settimeout(5)
+    assert "-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006" in saved
+
+    def accepted() -> int:
+        _, stats = envoy_get(
+            pod.netns, "/stats?filter=^listener.0.0.0.0_15001.downstream_cx_total$"
+        )
+        return int(stats.split(":")[-1])
+
+    before = accepted()
     client = netns.socket_in(pod.netns)
     client.settimeout(5)
     try:
-        client.connect((world.plan.google["sts"], 443))
-        accepted, _ = listener.accept()
-        raw = accepted.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-        port, packed = struct.unpack_from("!2xH4s", raw)
-        assert (socket.inet_ntoa(packed), port) == (world.plan.google["sts"], 443)
-        accepted.close()
+        # Nothing listens on this port anywhere: only the capture can accept it.
+        client.connect((world.plan.google["sts"], 9))
     finally:
         client.close()
-        listener.close()
+    assert accepted() == before + 1
 
 
 def test_nothing_inside_reaches_outside(world: RunningWorld, gen1: RunInstance) -> None:
@@ -160,7 +159,7 @@ def test_nothing_inside_reaches_outside(world: RunningWorld, gen1: RunInstance) 
         world.plan.world_netns,
         world.plan.emulator.netns,
         world.client(),
-        world.pods["echo-pod"].netns,
+        world.pods["echo-client"].netns,
     ]
     names += [instance.netns for instance in world.instances.values()]
     for name in names:
@@ -229,6 +228,9 @@ def test_crashed_world_is_swept_clean(harness_spec: WorldSpec, tmp_path: Path) -
         "the crashed world should have left a gVisor container"
     )
     assert any(alive(pid, start) for pid, start in pids)
+    envoys = [(p["pid"], p["start"]) for p in state.processes if p["what"].endswith("/envoy")]
+    assert len(envoys) == len(described["namespaces"]["pods"]) == 2
+    assert all(alive(pid, start) for pid, start in envoys), "the crash should leave Envoys running"
 
     report = sweep(prefix=prefix)
 

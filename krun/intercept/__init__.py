@@ -1,0 +1,1 @@
+"""Traffic interception: which mode (`choose`, pure) from what the machine allows (`probe`)."""
