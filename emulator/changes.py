@@ -44,3 +44,8 @@ class Changes:
         """Set `event` (in `loop`) at the next bump."""
         with self._lock:
             self._waiters.append((loop, event))
+
+    def unsubscribe(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        """Forget a subscription a waiter gave up on (a no-op once a bump consumed it)."""
+        with self._lock:
+            self._waiters = [w for w in self._waiters if w != (loop, event)]

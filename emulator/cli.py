@@ -54,24 +54,32 @@ async def _serve(world: World, host: str, state_dir: Path) -> int:
     except OSError as exc:
         print(f"krun-emulator: {exc}", file=sys.stderr)
         return 1
-    kubeconfigs = publish(world, endpoints, state_dir)
-    publish_mesh_env(world, endpoints)
-    line = {
-        "world": world.name,
-        "ca_file": str(emulator.ca_file),
-        "endpoints": endpoints,
-        "kubeconfigs": kubeconfigs,
-    }
-    print(json.dumps(line, separators=(",", ":")), flush=True)
-    await stop.wait()
-    log.info("stopping")
-    await emulator.stop()
+    try:
+        kubeconfigs = publish(world, endpoints, state_dir)
+        publish_mesh_env(world, endpoints)
+        line = {
+            "world": world.name,
+            "ca_file": str(emulator.ca_file),
+            "endpoints": endpoints,
+            "kubeconfigs": kubeconfigs,
+        }
+        print(json.dumps(line, separators=(",", ":")), flush=True)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await emulator.stop()
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="krun-emulator", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--log-level", default="WARNING", help="Python logging level (WARNING)")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="Python logging level (WARNING)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve a world until SIGTERM")
     serve.add_argument("--world", type=Path, help="world file (default: the demo world)")
@@ -81,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("file", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )

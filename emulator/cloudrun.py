@@ -33,6 +33,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from html import escape
 from typing import Any
 
 import h2.config
@@ -196,6 +197,7 @@ _TITLES = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 503: "Servic
 def error_page(status: int, path: str) -> bytes:
     """Google's front-end HTML error page, as Cloud Run serves it."""
     title = _TITLES.get(status, "Error")
+    path = escape(path)  # the request target is the client's: never echo markup
     if status == 401:
         detail = f"Your client does not have permission to the requested URL <code>{path}</code>."
     elif status == 403:

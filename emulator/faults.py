@@ -89,17 +89,17 @@ def parse_fault(obj: object, *, where: str, now: float) -> Fault:
     fault = Fault(service=service, kind=kind)
     if "path" in obj:
         try:
-            fault.path = re.compile(str(obj["path"]))
+            fault.path = re.compile(_text(obj, "path", where))
         except re.error as exc:
             raise ValueError(f"{where}.path: not a valid regular expression: {exc}") from None
     if "method" in obj:
-        fault.method = str(obj["method"]).upper()
+        fault.method = _text(obj, "method", where).upper()
     fault.latency_ms = _int(obj, "latency_ms", where, 0, 0, 600_000)
     fault.status = _int(obj, "status", where, 503, 400, 599)
     if kind is FaultKind.LATENCY and "latency_ms" not in obj:
         raise ValueError(f"{where}.latency_ms: required for a latency fault")
     if "message" in obj:
-        fault.message = str(obj["message"])
+        fault.message = _text(obj, "message", where)
     if "times" in obj:
         fault.times = _int(obj, "times", where, 1, 1, 1_000_000)
     if "duration_s" in obj:
@@ -108,6 +108,13 @@ def parse_fault(obj: object, *, where: str, now: float) -> Fault:
             raise ValueError(f"{where}.duration_s: must be a positive number")
         fault.until = now + float(duration)
     return fault
+
+
+def _text(obj: dict[str, Any], key: str, where: str) -> str:
+    value = obj[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{where}.{key}: must be a string, got {value!r}")  # noqa: TRY004
+    return value
 
 
 def _int(obj: dict[str, Any], key: str, where: str, default: int, low: int, high: int) -> int:

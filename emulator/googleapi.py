@@ -16,8 +16,9 @@ import grpc
 from google.protobuf import any_pb2  # type: ignore[import-untyped]
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
-from emulator.asgi import Request, Response
+from emulator.asgi import GOOGLE_STATUS, Request, Response
 from emulator.errors import WorldLookupError
+from emulator.grpc_asgi import HTTP_TO_GRPC
 from emulator.world import Principal, World
 
 _AUTH_HELP = (
@@ -26,12 +27,6 @@ _AUTH_HELP = (
 )
 _REALM = 'Bearer realm="https://accounts.google.com/"'
 _LEGACY_REASONS = {400: "badRequest", 403: "forbidden", 404: "notFound"}
-_HTTP_TO_GRPC = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    404: grpc.StatusCode.NOT_FOUND,
-}
 
 
 # Errors, shaped like Google's on both transports.
@@ -56,12 +51,7 @@ class ApiError(Exception):
 
     @property
     def status(self) -> str:
-        return {
-            400: "INVALID_ARGUMENT",
-            401: "UNAUTHENTICATED",
-            403: "PERMISSION_DENIED",
-            404: "NOT_FOUND",
-        }.get(self.code, "UNKNOWN")
+        return GOOGLE_STATUS.get(self.code, "UNKNOWN")
 
     def rest_response(self) -> Response:
         """The JSON body Google's front end sends, key order included."""
@@ -85,7 +75,7 @@ class ApiError(Exception):
 
     @property
     def grpc_code(self) -> grpc.StatusCode:
-        return _HTTP_TO_GRPC.get(self.code, grpc.StatusCode.UNKNOWN)
+        return HTTP_TO_GRPC.get(self.code, grpc.StatusCode.UNKNOWN)
 
     def grpc_status_details(self) -> bytes:
         """A serialized google.rpc.Status for the `grpc-status-details-bin` trailer."""

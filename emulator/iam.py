@@ -131,7 +131,8 @@ def parse_lifetime(value: Any) -> int:
         if unknown:
             raise _invalid(f"Invalid value for 'lifetime': unknown field {min(unknown)!r}.")
         raw = value.get("seconds", 0)
-        if isinstance(raw, str) and raw.isdigit():
+        # int64 seconds arrive as JSON strings; as in the string form, at most 12 digits.
+        if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 12:
             raw = int(raw)
         if (
             not isinstance(raw, int)

@@ -30,6 +30,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 
 from emulator.errors import EmulatorError
+from emulator.tokens import b64url_uint
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -91,8 +92,8 @@ def jwks(cluster: Cluster) -> dict[str, Any]:
                 "kty": "RSA",
                 "kid": key_id(cluster),
                 "alg": "RS256",
-                "n": _b64url_uint(numbers.n),
-                "e": _b64url_uint(numbers.e),
+                "n": b64url_uint(numbers.n),
+                "e": b64url_uint(numbers.e),
             }
         ]
     }
@@ -245,8 +246,3 @@ def _signing_key(cluster: Cluster) -> RSAPrivateKey:
     if cluster.sa_signing_key is None:
         raise ValueError(f"cluster {cluster.issuer} has no service-account signing key")
     return cluster.sa_signing_key
-
-
-def _b64url_uint(value: int) -> str:
-    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

@@ -308,7 +308,7 @@ def build_tree(view: CallerView) -> Directory:
     accounts = _accounts_dir(instance, view.account)
     if accounts is not None:
         entries["service-accounts"] = accounts
-    numeric_id: Value = int(instance.id) if instance.id.isdigit() else instance.id
+    numeric_id: Value = int(instance.id) if _index(instance.id) else instance.id
     zone = f"projects/{number}/zones/{instance.zone}"
     if flavour is Flavour.SERVERLESS:
         entries |= {
@@ -443,7 +443,13 @@ def listing(directory: Directory) -> list[str]:
 
 def _order(item: tuple[str, Node]) -> tuple[int, str]:
     name = item[0]
-    return (int(name), "") if name.isdigit() else (1 << 62, name)
+    # Indexes sort as numbers, other names (attribute keys are anyone's text) after them.
+    return (int(name), "") if _index(name) else (1 << 62, name)
+
+
+def _index(name: str) -> bool:
+    """Whether a name is a non-negative integer of at most 20 ASCII digits (a uint64)."""
+    return name.isascii() and name.isdigit() and len(name) <= 20
 
 
 def value_text(value: Value) -> str:
@@ -724,15 +730,19 @@ class _Server:
                 changed = asyncio.Event()
                 # Subscribe before reading, so a change between the two is not missed.
                 self.world.subscribe(loop, changed)
-                response = self._answer(parsed, instance, request)
-                remaining = deadline - loop.time()
-                if _etag_header(response) != baseline or remaining <= 0:
-                    return response
-                woken = asyncio.ensure_future(changed.wait())
-                done, _ = await asyncio.wait(
-                    {woken, gone}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
-                woken.cancel()
+                try:
+                    response = self._answer(parsed, instance, request)
+                    remaining = deadline - loop.time()
+                    if _etag_header(response) != baseline or remaining <= 0:
+                        return response
+                    woken = asyncio.ensure_future(changed.wait())
+                    done, _ = await asyncio.wait(
+                        {woken, gone}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    woken.cancel()
+                finally:
+                    # Timed-out or abandoned waits must not pile up subscriptions.
+                    self.world.unsubscribe(loop, changed)
                 if gone in done:
                     return response
                 if not done:

@@ -42,7 +42,8 @@ class AccessToken:
         return max(0, int(self.expires_at - now))
 
 
-def _b64url_uint(value: int) -> str:
+def b64url_uint(value: int) -> str:
+    """An RSA number as a JWK writes it: big-endian bytes, base64url without padding."""
     raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -143,8 +144,8 @@ class TokenAuthority:
                     "alg": "RS256",
                     "use": "sig",
                     "kid": self.key_id,
-                    "n": _b64url_uint(numbers.n),
-                    "e": _b64url_uint(numbers.e),
+                    "n": b64url_uint(numbers.n),
+                    "e": b64url_uint(numbers.e),
                 }
             ]
         }

@@ -325,16 +325,18 @@ class World:
         """Set `event` (in `loop`) at the next `changed()`."""
         self._changes.subscribe(loop, event)
 
+    def unsubscribe(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        """Forget a subscription whose waiter timed out or went away."""
+        self._changes.unsubscribe(loop, event)
+
     @property
     def waiting(self) -> int:
         """Subscriptions the next `changed()` will wake (tests wait for a waiter to exist)."""
         return self._changes.waiting
 
-    def set_attribute(self, instance: str | None, key: str, value: str | None) -> None:
-        """Set or delete an instance (or, with None, project-less) metadata attribute."""
-        target = self.instance(instance).attributes if instance else None
-        if target is None:
-            raise WorldLookupError("an instance name is required")
+    def set_attribute(self, instance: str, key: str, value: str | None) -> None:
+        """Set an instance's metadata attribute, or delete it when `value` is None."""
+        target = self.instance(instance).attributes
         if value is None:
             target.pop(key, None)
         else:

@@ -157,6 +157,8 @@ def load_world(
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise WorldFileError(str(path), [f"cannot read: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise WorldFileError(str(path), [f"cannot read: not UTF-8 ({exc.reason})"]) from exc
     return parse_world(text, source=str(path), clock=clock, pki=pki, base_dir=path.parent)
 
 
@@ -375,6 +377,9 @@ def _manifests(
                 loaded = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
             except OSError as exc:
                 check.fail(m_where, f"cannot read {path}: {exc.strerror}")
+                continue
+            except UnicodeDecodeError as exc:
+                check.fail(m_where, f"cannot read {path}: not UTF-8 ({exc.reason})")
                 continue
             except yaml.YAMLError as exc:
                 check.fail(m_where, f"{path} is not valid YAML: {exc}")

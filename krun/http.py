@@ -3,7 +3,7 @@
 Light on purpose: `requests` and `google.auth.transport.requests` cost 100-230 ms to
 import, a large share of krun's start-up budget (docs/perf-baselines.md). One connection
 per call; TLS trusts `ca_file` or the system's roots. Every failure (no answer, TLS, a
-non-2xx status, a body that is not JSON) is raised once, here, as the caller's
+non-2xx status, a body that is not a JSON object) is raised once, here, as the caller's
 `ServiceError` subclass naming the URL and the status.
 """
 
@@ -107,8 +107,8 @@ class HttpClient:
         form: Mapping[str, str] | None = None,
         error: type[ServiceError] = ServiceError,
         timeout: float | None = None,
-    ) -> Any:
-        """Call and decode a JSON answer; a non-2xx status raises `error` with Google's message."""
+    ) -> dict[str, Any]:
+        """Call and decode a JSON object; a non-2xx status raises `error` with Google's message."""
         sent = dict(headers or {})
         body = None
         if json_body is not None:
@@ -118,20 +118,31 @@ class HttpClient:
             body = urlencode(form).encode()
             sent["Content-Type"] = "application/x-www-form-urlencoded"
         answer = self.request(method, url, headers=sent, body=body, error=error, timeout=timeout)
-        if not 200 <= answer.status < 300:
-            raise error(
-                f"{url} answered {answer.status}: {error_message(answer.body)}",
-                url=url,
-                status=answer.status,
-            )
-        try:
-            return json.loads(answer.body)
-        except ValueError:
-            raise error(
-                f"{url} answered {answer.status} with {len(answer.body)} bytes that are not JSON",
-                url=url,
-                status=answer.status,
-            ) from None
+        return json_object(answer, url, error)
+
+
+def json_object(
+    answer: Response, url: str, error: type[ServiceError], *, call: str | None = None
+) -> dict[str, Any]:
+    """A 2xx answer's JSON object; `error` names `call` (the URL) and the status otherwise."""
+    if not 200 <= answer.status < 300:
+        raise error(
+            f"{call or url} answered {answer.status}: {error_message(answer.body)}",
+            url=url,
+            status=answer.status,
+        )
+    try:
+        document = json.loads(answer.body)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise error(
+            f"{url} answered {answer.status} with {len(answer.body)} bytes that are not "
+            "a JSON object",
+            url=url,
+            status=answer.status,
+        )
+    return document
 
 
 def error_message(body: bytes) -> str:

@@ -36,6 +36,14 @@ from scenarios.world.spec import build_spec, load_spec
 BASIC = Path(__file__).parent / "worlds" / "basic.yaml"
 
 
+def positive_runs(text: str) -> int:
+    """`--runs`: a count from 1 to 1000."""
+    runs = int(text)
+    if not 1 <= runs <= 1000:
+        raise argparse.ArgumentTypeError(f"--runs must be from 1 to 1000, not {runs}")
+    return runs
+
+
 def _median(samples: list[float]) -> float:
     return statistics.median(samples)
 
@@ -53,7 +61,7 @@ def _baseline() -> None:
     name = f"{new_prefix()}-bench"
     netns.create(name)
     try:
-        subprocess.run(netns.exec_argv(name, ["true"]), check=True)  # noqa: S603
+        subprocess.run(netns.exec_argv(name, ["true"]), check=True, timeout=30)  # noqa: S603
     finally:
         netns.remove(name)
 
@@ -99,7 +107,7 @@ def measure(runs: int) -> dict[str, dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scenarios.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=positive_runs, default=5, help="measured runs (5)")
     args = parser.parse_args(argv)
     # grpcio (imported by the emulator) logs on every fork while its threads run.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")

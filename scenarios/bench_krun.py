@@ -29,11 +29,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from emulator.testing import RunningEmulator, start
+from scenarios.bench import positive_runs
+
+RUN_TIMEOUT = 120.0
+"""Bound on each measured process (seconds): a hung run fails instead of hanging the bench."""
 
 
 def _run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)  # noqa: S603
+    done = subprocess.run(  # noqa: S603
+        argv, env=env, capture_output=True, text=True, check=False, timeout=RUN_TIMEOUT
+    )
     elapsed = (time.perf_counter() - started) * 1000
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -89,7 +95,7 @@ def measure(runs: int) -> dict[str, dict[str, float]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scenarios.bench_krun", description=__doc__)
-    parser.add_argument("--runs", type=int, default=10, help="measured runs (10)")
+    parser.add_argument("--runs", type=positive_runs, default=10, help="measured runs (10)")
     args = parser.parse_args(argv)
     print(json.dumps({"runs": args.runs, "results": measure(args.runs)}, indent=2))
     return 0

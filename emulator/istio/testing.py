@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 ISTIOD_SNI = "istiod.istio-system.svc"
+ENVOY_START_TIMEOUT = 30.0
+"""Generous bound for Envoy to open its admin interface (a loaded CI machine is slow)."""
 
 
 def envoy_binary() -> Path:
@@ -190,7 +192,7 @@ def run_envoy(
     ]
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL)  # noqa: S603 - our own binary
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + ENVOY_START_TIMEOUT
         while not (admin_file.exists() and admin_file.read_text().strip()):
             if process.poll() is not None:
                 log = log_file.read_text(errors="replace") if log_file.exists() else ""
@@ -318,8 +320,10 @@ def fetch_certificates(
     (directory / "cert-chain.pem").write_text("".join(chain[:-1]))
     (directory / "root-cert.pem").write_text(chain[-1])
     key_path = directory / "key.pem"
-    key_path.write_text(key)
-    key_path.chmod(0o600)
+    key_path.unlink(missing_ok=True)
+    # Created 0600: the key is never readable by others, not even for a moment.
+    with os.fdopen(os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(key)
     return directory
 
 
@@ -372,15 +376,16 @@ def run_peer(
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
     env["GRPC_XDS_BOOTSTRAP"] = str(path)
     env["GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS"] = "true"
-    err = (workdir / f"{name}.stderr").open("w")
-    process = subprocess.Popen(  # noqa: S603 - our own module
-        [sys.executable, "-m", "emulator.istio.grpcpeer", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=err,
-        text=True,
-        env=env,
-    )
+    # The child keeps its own descriptor of the stderr file; ours closes at once.
+    with (workdir / f"{name}.stderr").open("w") as err:
+        process = subprocess.Popen(  # noqa: S603 - our own module
+            [sys.executable, "-m", "emulator.istio.grpcpeer", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+        )
     lines: queue.Queue[dict[str, Any]] = queue.Queue()
 
     def pump() -> None:
@@ -404,4 +409,3 @@ def run_peer(
         reader.join(timeout=3)
         if process.stdout is not None:
             process.stdout.close()
-        err.close()

@@ -127,6 +127,17 @@ def parse_target(path: str, namespaced: Callable[[str, str, str], bool | None]) 
     return Target(group, version, padded[0], "", padded[1], padded[2])
 
 
+def parse_continue(token: str) -> tuple[str, str]:
+    """The (namespace, name) a `continue` key resumes after; a 400 Status when it is not ours."""
+    try:
+        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise status.bad_request(f"continue key is not valid: {exc}") from exc
+    if not (isinstance(after, list) and len(after) == 2 and all(isinstance(p, str) for p in after)):
+        raise status.bad_request("continue key is not valid: no [namespace, name] position")
+    return after[0], after[1]
+
+
 def verb_of(method: str, target: Target, watch: bool) -> str:
     if method in ("GET", "HEAD"):
         if target.name:
@@ -138,6 +149,13 @@ def verb_of(method: str, target: Target, watch: bool) -> str:
         "PATCH": "patch",
         "DELETE": "delete" if target.name else "deletecollection",
     }.get(method, method.lower())
+
+
+def _number(value: str | None) -> int | None:
+    """A query parameter's non-negative integer; None unless it is 1 to 18 ASCII digits."""
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 18:
+        return None
+    return int(value)
 
 
 def _truthy(value: str | None) -> bool:
@@ -425,10 +443,7 @@ class ApiServer:
         )
         token = request.param("continue")
         if token:
-            try:
-                after = tuple(json.loads(base64.urlsafe_b64decode(token.encode()))["after"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise status.bad_request(f"continue key is not valid: {exc}") from exc
+            after = parse_continue(token)
             # Items are sorted by (namespace, name): resume after the last one sent.
             items = [
                 i
@@ -436,15 +451,15 @@ class ApiServer:
                 if (i["metadata"].get("namespace", ""), i["metadata"]["name"]) > after
             ]
         metadata: dict[str, Any] = {"resourceVersion": str(rv)}
-        limit = request.param("limit")
-        if limit and limit.isdigit() and 0 < int(limit) < len(items):
-            last = items[int(limit) - 1]["metadata"]
+        limit = _number(request.param("limit"))
+        if limit is not None and 0 < limit < len(items):
+            last = items[limit - 1]["metadata"]
             position = [last.get("namespace", ""), last["name"]]
             metadata["continue"] = base64.urlsafe_b64encode(
                 json.dumps({"after": position, "rv": rv}).encode()
             ).decode()
-            metadata["remainingItemCount"] = len(items) - int(limit)
-            items = items[: int(limit)]
+            metadata["remainingItemCount"] = len(items) - limit
+            items = items[:limit]
         shown = [present(kind, i) for i in items]
         if kind.builtin:  # typed lists carry no per-item kind and apiVersion
             shown = [{k: v for k, v in i.items() if k not in ("kind", "apiVersion")} for i in shown]
@@ -563,18 +578,14 @@ class ApiServer:
         fields: FieldSelector,
     ) -> Streamer:
         raw = request.param("resourceVersion") or ""
-        if raw and not raw.isdigit():
+        version = _number(raw)
+        if raw and version is None:
             raise status.bad_request(f'resourceVersion: Invalid value: "{raw}": must be a number')
-        since = int(raw) if raw not in ("", "0") else None
+        since = version or None
         send_initial = _truthy(request.param("sendInitialEvents"))
         initial = since is None or send_initial
         bookmarks = _truthy(request.param("allowWatchBookmarks"))
-        timeout_param = request.param("timeoutSeconds")
-        timeout = (
-            float(timeout_param)
-            if timeout_param and timeout_param.isdigit()
-            else DEFAULT_WATCH_SECONDS
-        )
+        timeout = _number(request.param("timeoutSeconds")) or DEFAULT_WATCH_SECONDS
         store = self.kube.store
         bookmark_every = self.bookmark_seconds
 

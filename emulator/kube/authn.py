@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from emulator.asgi import parse_bearer
 from emulator.kube import status
 from emulator.kube.rbac import ANONYMOUS, AUTHENTICATED, MASTERS, UserInfo, service_account_user
 from emulator.kube_tokens import KubeTokenError, audiences_of, service_account_of, verify
@@ -118,12 +119,12 @@ def authenticate_header(
     """The user of a request from its Authorization header; StatusError 401 for a bad token."""
     if authorization is None:
         return ANONYMOUS
-    scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = parse_bearer(authorization)
+    if token is None:
         raise status.unauthorized()
     try:
         return authenticate_token(
-            token.strip(),
+            token,
             world=world,
             cluster=cluster,
             admin_token=admin_token,

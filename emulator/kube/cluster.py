@@ -339,10 +339,18 @@ class KubeCluster:
             raise status.bad_request("the body of a TokenRequest must be a JSON object")
         account = self.store.get("serviceaccounts", namespace, name)
         spec = body.get("spec") or {}
-        audiences = list(spec.get("audiences") or self.audiences)
+        if not isinstance(spec, dict):
+            raise status.bad_request("the spec of a TokenRequest must be a JSON object")
+        causes: list[status.Cause] = []
+        audiences = spec.get("audiences") or self.audiences
+        if not isinstance(audiences, list) or not all(isinstance(a, str) and a for a in audiences):
+            causes.append(
+                status.invalid_value(
+                    "spec.audiences", audiences, "must be a list of non-empty strings"
+                )
+            )
         seconds = spec.get("expirationSeconds")
         seconds = DEFAULT_LIFETIME if seconds is None else seconds
-        causes: list[status.Cause] = []
         if not isinstance(seconds, int) or isinstance(seconds, bool):
             causes.append(
                 status.invalid_value("spec.expirationSeconds", seconds, "must be an integer")
@@ -389,7 +397,7 @@ class KubeCluster:
             self.cluster,
             namespace,
             name,
-            audiences,
+            list(audiences),
             now=now,
             lifetime=seconds,
             sa_uid=account["metadata"]["uid"],
@@ -400,7 +408,7 @@ class KubeCluster:
             "apiVersion": f"{group}/{version}",
             "metadata": {"name": name, "namespace": namespace, "creationTimestamp": None},
             "spec": {
-                "audiences": audiences,
+                "audiences": list(audiences),
                 "expirationSeconds": seconds,
                 "boundObjectRef": bound or None,
             },

@@ -64,10 +64,11 @@ def _pointer(path: Any) -> list[str]:
 def _index(container: list[Any], step: str, *, allow_end: bool, path: str) -> int:
     if step == "-" and allow_end:
         return len(container)
-    if not step.isdigit() or (step.startswith("0") and step != "0"):
+    if not (step.isascii() and step.isdigit()) or (step.startswith("0") and step != "0"):
         raise PatchError(f"{path}: {step!r} is not an array index")
-    index = int(step)
     limit = len(container) if allow_end else len(container) - 1
+    # No list is 19 digits long, and int() refuses strings of thousands of them.
+    index = int(step) if len(step) <= 18 else limit + 1
     if index > limit:
         raise PatchError(f"{path}: index {index} is out of range")
     return index

@@ -212,13 +212,7 @@ class Store:
                 metadata["generation"] = 1
             else:
                 metadata.pop("generation", None)
-            self._rv += 1
-            metadata["resourceVersion"] = str(self._rv)
-            bucket[(namespace, name)] = obj
-            if resource == CRD_RESOURCE:
-                self.registry.install_crd(obj)
-            self._emit(ADDED, resource, namespace, name, obj, None)
-            return copy.deepcopy(obj)
+            return self._put(ADDED, resource, namespace, name, obj, None)
 
     def update(
         self, resource: str, obj: dict[str, Any], *, check_version: bool = True
@@ -271,13 +265,7 @@ class Store:
                 return copy.deepcopy(old)
             if metadata.get("deletionTimestamp") and not metadata.get("finalizers"):
                 return self._remove(resource, namespace, name)
-            self._rv += 1
-            metadata["resourceVersion"] = str(self._rv)
-            bucket[(namespace, name)] = obj
-            if resource == CRD_RESOURCE:
-                self.registry.install_crd(obj)
-            self._emit(MODIFIED, resource, namespace, name, obj, old)
-            return copy.deepcopy(obj)
+            return self._put(MODIFIED, resource, namespace, name, obj, old)
 
     def delete(
         self,
@@ -318,11 +306,7 @@ class Store:
                 marked = copy.deepcopy(old)
                 marked["metadata"]["deletionTimestamp"] = timestamp(self.clock())
                 marked["metadata"]["deletionGracePeriodSeconds"] = 0
-                self._rv += 1
-                marked["metadata"]["resourceVersion"] = str(self._rv)
-                self._objects[resource][(namespace, name)] = marked
-                self._emit(MODIFIED, resource, namespace, name, marked, old)
-                return copy.deepcopy(marked)
+                return self._put(MODIFIED, resource, namespace, name, marked, old)
             if resource == NAMESPACES:
                 return self._delete_namespace(name)
             if resource == CRD_RESOURCE:
@@ -336,15 +320,30 @@ class Store:
         terminating = copy.deepcopy(old)
         terminating["metadata"]["deletionTimestamp"] = timestamp(self.clock())
         terminating.setdefault("status", {})["phase"] = "Terminating"
-        self._rv += 1
-        terminating["metadata"]["resourceVersion"] = str(self._rv)
-        self._objects[NAMESPACES][("", name)] = terminating
-        self._emit(MODIFIED, NAMESPACES, "", name, terminating, old)
+        self._put(MODIFIED, NAMESPACES, "", name, terminating, old)
         for resource, bucket in list(self._objects.items()):
             for ns, child in [k for k in bucket if k[0] == name]:
                 self._remove(resource, ns, child)
         self._remove(NAMESPACES, "", name)
         return copy.deepcopy(terminating)
+
+    def _put(
+        self,
+        event: str,
+        resource: str,
+        namespace: str,
+        name: str,
+        obj: dict[str, Any],
+        old: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """Store `obj` at the next resourceVersion, tell the watchers, return a copy."""
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        self._objects.setdefault(resource, {})[(namespace, name)] = obj
+        if resource == CRD_RESOURCE:
+            self.registry.install_crd(obj)
+        self._emit(event, resource, namespace, name, obj, old)
+        return copy.deepcopy(obj)
 
     def _remove(self, resource: str, namespace: str, name: str) -> dict[str, Any]:
         old = self._objects[resource].pop((namespace, name))

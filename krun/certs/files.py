@@ -11,16 +11,16 @@ in two layouts read by different consumers:
 Keys are 0600 and owned by the proxy's uid/gid, certificates and roots 0644, directories
 0755 (the original's 0660 directory and 0777 files are not kept). Ownership changes only
 when running as root. Each file is written to a temporary name in its directory, synced
-and renamed over the old one, so a reader never sees half a file.
+and renamed over the old one, so a reader never sees half a file; a set of files is
+renamed only once every temporary is written.
 """
 
 from __future__ import annotations
 
 import enum
 import os
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from krun.errors import CertificateError
@@ -55,7 +55,8 @@ class Material:
     """A workload's certificate chain (leaf first), private key and trusted roots, as PEM."""
 
     chain: bytes
-    key: bytes
+    # Not in repr(): a secret must not reach a log line or a traceback.
+    key: bytes = field(repr=False)
     roots: bytes
 
 
@@ -97,16 +98,25 @@ def write_all(
     as_root: bool | None = None,
     chown: Callable[[int, int, int], None] = os.fchown,
 ) -> None:
-    """Write every planned file atomically; owners are set only when `as_root`."""
+    """Write every planned file; owners are set only when `as_root`.
+
+    Every temporary is written before any is renamed, so a failure (a full disk, a refused
+    chown) replaces nothing: a new chain never sits beside an old key.
+    """
     root = os.geteuid() == 0 if as_root is None else as_root
-    for planned in files:
-        write_atomic(
-            planned.path,
-            _data(material, planned.content),
-            mode=planned.mode,
-            owner=planned.owner if root else None,
-            chown=chown,
-        )
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for planned in files:
+            data = _data(material, planned.content)
+            owner = planned.owner if root else None
+            temp = _stage(planned.path, data, mode=planned.mode, owner=owner, chown=chown)
+            staged.append((temp, planned.path))
+        while staged:
+            _rename(*staged[0])
+            staged.pop(0)
+    finally:
+        for temp, _ in staged:
+            temp.unlink(missing_ok=True)
 
 
 def make_dirs(path: Path) -> None:
@@ -133,11 +143,35 @@ def write_atomic(
     chown: Callable[[int, int, int], None] = os.fchown,
 ) -> None:
     """Replace `path` with `data` in one rename; the mode and owner are set before any byte."""
+    _rename(_stage(path, data, mode=mode, owner=owner, chown=chown), path)
+
+
+def _rename(temp: Path, path: Path) -> None:
+    """Move a staged temporary over `path`; on failure the temporary is removed."""
+    try:
+        temp.replace(path)
+    except OSError as error:
+        temp.unlink(missing_ok=True)
+        raise CertificateError(f"cannot write {path}: {error.strerror}") from None
+
+
+def _stage(
+    path: Path,
+    data: bytes,
+    *,
+    mode: int,
+    owner: tuple[int, int] | None,
+    chown: Callable[[int, int, int], None],
+) -> Path:
+    """`data` in a synced temporary beside `path`, with its mode and owner; the temporary."""
+    import tempfile  # noqa: PLC0415 - ~3 ms, only when files are written (not `krun explain`)
+
     try:
         make_dirs(path.parent)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     except OSError as error:
         raise CertificateError(f"cannot create {path.parent}: {error.strerror}") from None
+    temp = Path(name)
     try:
         try:
             os.fchmod(fd, mode)
@@ -149,7 +183,7 @@ def write_atomic(
             os.fsync(fd)
         finally:
             os.close(fd)
-        Path(temp).replace(path)
     except OSError as error:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise CertificateError(f"cannot write {path}: {error.strerror}") from None
+    return temp

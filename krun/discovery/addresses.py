@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from krun import env
-from krun.config import Settings
+from krun.config import Settings, check_address
 from krun.decisions import Decision, Source
+from krun.errors import ConfigError
 from krun.meshenv import layered
 
 MCP_XDS = "meshconfig.googleapis.com:443"
@@ -51,6 +52,21 @@ def _no_tenant(tenant: Decision[str] | None) -> bool:
     return tenant is None or tenant.value == "-"
 
 
+def _address(
+    key: str, found: Decision[str] | None, *, allow_dash: bool = False
+) -> Decision[str] | None:
+    """A mesh-env address is checked as `krun.config` checks the environment's."""
+    if found is None or found.source is not Source.MESH_ENV or (allow_dash and found.value == "-"):
+        return found
+    try:
+        check_address(key, found.value)
+    except ConfigError:
+        raise ConfigError(
+            key, f"{found.value!r} in the mesh-env map is not host:port (IPv6 in brackets)"
+        ) from None
+    return found
+
+
 def select_xds(
     settings: Settings, mesh_env: Mapping[str, str] | None
 ) -> tuple[ControlPlane, Decision[str | None]]:
@@ -62,7 +78,9 @@ def select_xds(
             settings.proxy_config.discovery_address, Source.ENV, "PROXY_CONFIG.discoveryAddress"
         )
     else:
-        explicit = layered(env.XDS_ADDR, settings.xds_addr, mesh_env)
+        explicit = _address(
+            env.XDS_ADDR, layered(env.XDS_ADDR, settings.xds_addr, mesh_env), allow_dash=True
+        )
     ignored = ""
     if explicit is not None:
         if explicit.value == "-":
@@ -106,7 +124,7 @@ def select_xds(
 def select_addresses(settings: Settings, mesh_env: Mapping[str, str] | None) -> Addresses:
     """XDS and CA addresses."""
     kind, xds = select_xds(settings, mesh_env)
-    explicit_ca = layered(env.CA_ADDR, settings.ca_addr, mesh_env)
+    explicit_ca = _address(env.CA_ADDR, layered(env.CA_ADDR, settings.ca_addr, mesh_env))
     pool = layered(env.CA_POOL, settings.ca_pool, mesh_env)
     ca: Decision[str | None]
     if explicit_ca is not None:

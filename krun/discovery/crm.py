@@ -23,8 +23,11 @@ def get_project(http: HttpClient, base: str, project: str, *, token: str) -> Pro
     document = http.json(
         "GET", url, headers={"Authorization": f"Bearer {token}"}, error=DiscoveryError
     )
+    labels = document.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise DiscoveryError(f"{url}: `labels` is not an object", url=url, status=200)
     return ProjectInfo(
         project_id=str(document.get("projectId", project)),
         number=str(document.get("projectNumber", "")),
-        labels=MappingProxyType(dict(document.get("labels") or {})),
+        labels=MappingProxyType({str(k): str(v) for k, v in labels.items()}),
     )

@@ -415,16 +415,7 @@ def _cluster(
             f"named by {name.why} ({name.source}) and {location.why} ({location.source}); "
             f"not fetched from GKE: the API server comes from {d.kube_access.origin}"
         )
-        d.cluster = cluster
-        d.decide(
-            "cluster",
-            Decision(
-                {"project": cluster.project, "location": cluster.location, "name": cluster.name},
-                name.source,
-                why,
-            ),
-        )
-        return cluster
+        return _decided_cluster(d, cluster, name.source, why)
     if instance.token is None:
         raise DiscoveryError(
             "no Google access token for the GKE API: the metadata server has no service "
@@ -462,15 +453,13 @@ def _cluster(
             location=location.value if location else None,
             project=config_project,
         )
+    return _decided_cluster(d, cluster, Source.GKE, why)
+
+
+def _decided_cluster(d: Discovery, cluster: ClusterInfo, source: Source, why: str) -> ClusterInfo:
     d.cluster = cluster
-    d.decide(
-        "cluster",
-        Decision(
-            {"project": cluster.project, "location": cluster.location, "name": cluster.name},
-            Source.GKE,
-            why,
-        ),
-    )
+    where = {"project": cluster.project, "location": cluster.location, "name": cluster.name}
+    d.decide("cluster", Decision(where, source, why))
     return cluster
 
 

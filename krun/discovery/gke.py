@@ -58,12 +58,17 @@ def cluster_url(project: str, location: str, name: str) -> str:
     )
 
 
-def cluster_from_json(project: str, document: Mapping[str, Any]) -> ClusterInfo:
+def cluster_from_json(project: str, document: Any) -> ClusterInfo:
     """A REST `Cluster` to ClusterInfo; the CA is decoded from base64 (empty if it is not)."""
-    auth = document.get("masterAuth") or {}
+    if isinstance(document, dict):
+        auth, labels = document.get("masterAuth") or {}, document.get("resourceLabels") or {}
+    if not isinstance(document, dict) or not isinstance(auth, dict) or not isinstance(labels, dict):
+        raise DiscoveryError(
+            f"GKE answered a cluster of project {project} that is not a Cluster object"
+        )
     try:
         ca = base64.b64decode(auth.get("clusterCaCertificate", ""), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError, TypeError):  # UnicodeDecodeError is a ValueError
         ca = ""
     return ClusterInfo(
         project=project,
@@ -71,7 +76,7 @@ def cluster_from_json(project: str, document: Mapping[str, Any]) -> ClusterInfo:
         location=str(document.get("location") or document.get("zone") or ""),
         endpoint=str(document.get("endpoint", "")),
         ca_pem=ca,
-        labels=MappingProxyType(dict(document.get("resourceLabels") or {})),
+        labels=MappingProxyType({str(k): str(v) for k, v in labels.items()}),
     )
 
 
@@ -161,7 +166,10 @@ class GkeClient:
         document = self.http.json(
             "GET", url, headers=self._headers(token, quota), error=DiscoveryError
         )
-        clusters = [cluster_from_json(project, c) for c in document.get("clusters") or []]
+        found = document.get("clusters") or []
+        if not isinstance(found, list):
+            raise DiscoveryError(f"{url}: `clusters` is not a list", url=url, status=200)
+        clusters = [cluster_from_json(project, c) for c in found]
         if mesh_only:
             clusters = [c for c in clusters if c.labels.get(MESH_LABEL)]
         return clusters

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from krun.errors import DiscoveryError
@@ -66,7 +66,8 @@ def region_of_zone(zone: str) -> str:
 class AccessToken:
     """A bearer token and when it stops working (seconds since the epoch)."""
 
-    token: str
+    # Not in repr(): a secret must not reach a log line or a traceback.
+    token: str = field(repr=False)
     expires_at: float
 
 
@@ -100,6 +101,13 @@ _PATHS = {
 }
 
 
+def _text(answer: Response, url: str) -> str:
+    try:
+        return answer.body.decode().strip()
+    except UnicodeDecodeError:
+        raise DiscoveryError(f"{url}: the answer is not UTF-8 text", url=url, status=200) from None
+
+
 class MetadataClient:
     """Reads of `http://HOST/computeMetadata/v1/...`."""
 
@@ -129,7 +137,7 @@ class MetadataClient:
 
     def text(self, path: str) -> str | None:
         answer = self.get(path)
-        return None if answer is None else answer.body.decode().strip()
+        return None if answer is None else _text(answer, self.base + path)
 
     def access_token(self) -> AccessToken:
         """The default account's access token."""
@@ -169,7 +177,7 @@ class MetadataClient:
         first = next((a for a in answers.values() if a is not None), None)
         platform, why = platform_of(None if first is None else first.headers.get("server"))
         values = {
-            key: answer.body.decode().strip()
+            key: _text(answer, self.base + wanted[key])
             for key, answer in answers.items()
             if answer is not None and key != "token"
         }

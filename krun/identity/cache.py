@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MARGIN = 60.0
 
@@ -20,7 +20,8 @@ MARGIN = 60.0
 class Token:
     """A token and when it stops working (seconds since the epoch)."""
 
-    value: str
+    # Not in repr(): a secret must not reach a log line or a traceback.
+    value: str = field(repr=False)
     expires_at: float
 
 

@@ -159,7 +159,7 @@ class StsTokens:
         url = f"{self.iam_base}{account}:generateIdToken"
         body = {"audience": audience, "includeEmail": True}
         document = self.http.json("POST", url, headers=headers, json_body=body, error=IdentityError)
-        value = document.get("token") if isinstance(document, dict) else None
+        value = document.get("token")
         if not value:
             raise IdentityError(f"{url}: no token in the answer", url=url)
         return Token(str(value), jwt_expiry(str(value)) or self.clock() + LIFETIME)
@@ -176,8 +176,14 @@ class StsTokens:
             "scope": CLOUD_PLATFORM,
         }
         document = self.http.json("POST", self.sts_url, json_body=body, error=IdentityError)
-        value = document.get("access_token") if isinstance(document, dict) else None
+        value = document.get("access_token")
         if not value:
             raise IdentityError(f"{self.sts_url}: no access_token in the answer", url=self.sts_url)
-        lifetime = float(document.get("expires_in") or LIFETIME)
+        try:
+            lifetime = float(document.get("expires_in") or LIFETIME)
+        except (TypeError, ValueError):
+            raise IdentityError(
+                f"{self.sts_url}: expires_in {document['expires_in']!r} is not a number",
+                url=self.sts_url,
+            ) from None
         return Token(str(value), started + lifetime)

@@ -52,7 +52,8 @@ class Certificate:
     """A signed chain as krun uses it; times in seconds since the epoch."""
 
     chain: list[str]
-    key_pem: bytes
+    # Not in repr(): a secret must not reach a log line or a traceback.
+    key_pem: bytes = field(repr=False)
     roots: str
     san: list[str]
     not_before: float
@@ -369,7 +370,10 @@ def _ca_endpoint(
         config_map = (data or {}).get("root-cert.pem")
         if not config_map:
             path = Path(settings.base_dir) / rules.ISTIOD_ROOT_FILE
-            file_root = path.read_text() if path.is_file() else None
+            try:
+                file_root = path.read_text(encoding="utf-8") if path.is_file() else None
+            except (OSError, UnicodeDecodeError) as error:
+                raise CertificateError(f"cannot read istiod's root {path}: {error}") from None
     root = rules.istiod_root(mesh_env, config_map, file_root)
     name = rules.ca_server_name(address, settings.istiod_san, mesh_env)
     endpoint = CAEndpoint(address=address, server_name=name.value, roots_pem=root.value)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from krun import env
 from krun.config import InterceptionMode
 from krun.decisions import Decision, Source
+from krun.errors import ConfigError
 
 
 class Interception(enum.StrEnum):
@@ -59,8 +60,16 @@ def choose(
     mode: Decision[str] | None,
     gateway: str | None,
 ) -> Decision[Interception]:
-    """The interception mode and why; `mode` is ISTIO_META_INTERCEPTION_MODE as layered."""
+    """The interception mode and why; `mode` is ISTIO_META_INTERCEPTION_MODE as layered.
+
+    A `mode` that is not NONE, REDIRECT or TPROXY (a mesh-env value: the environment's is
+    checked by `krun.config`) is a ConfigError, not a silent REDIRECT.
+    """
     name = env.ISTIO_META_INTERCEPTION_MODE
+    if mode is not None and mode.value.upper() not in set(InterceptionMode):
+        raise ConfigError(
+            name, f"{mode.value!r} (from {mode.source}) is not NONE, REDIRECT or TPROXY"
+        )
     if proxyless:
         return Decision(Interception.PROXYLESS, Source.ENV, "XDS_ADDR=- : proxyless, no agent")
     if mode is not None and mode.value.upper() == InterceptionMode.NONE:

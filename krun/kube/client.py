@@ -11,14 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import ssl
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from krun.errors import ConfigError, DiscoveryError, ServiceError
-from krun.http import HttpClient, error_message
+from krun.http import HttpClient, json_object
 from krun.identity.cache import Token
 from krun.kube.config import ClientCertAuth, GoogleAuth, KubeAccess, TokenAuth, TokenFileAuth
 
@@ -38,6 +37,8 @@ def ssl_context(access: KubeAccess) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if isinstance(access.auth, ClientCertAuth):
+        import tempfile  # noqa: PLC0415 - ~3 ms of start-up, for a rare kind of kubeconfig
+
         # ssl loads client certificates from files only: a private directory, removed at once.
         with tempfile.TemporaryDirectory(prefix="krun-kube-") as directory:
             cert, key = Path(directory) / "cert.pem", Path(directory) / "key.pem"
@@ -119,20 +120,7 @@ class KubeClient:
         answer = self._http.request(method, url, headers=headers, body=data, error=error)
         if answer.status == 404 and missing_ok:
             return None
-        if not 200 <= answer.status < 300:
-            raise error(
-                f"{method} {url} as {self.who} answered {answer.status}: "
-                f"{error_message(answer.body)}",
-                url=url,
-                status=answer.status,
-            )
-        try:
-            document = json.loads(answer.body)
-        except ValueError:
-            document = None
-        if not isinstance(document, dict):
-            raise error(f"{url} answered {answer.status} without a JSON object", url=url)
-        return document
+        return json_object(answer, url, error, call=f"{method} {url} as {self.who}")
 
     def config_map(
         self, namespace: str, name: str, *, error: type[ServiceError] = DiscoveryError

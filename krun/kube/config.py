@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,8 @@ GKE_AUTH_PLUGIN = "gke-gcloud-auth-plugin"
 class TokenAuth:
     """A fixed bearer token."""
 
-    token: str
+    # Not in repr(): a secret must not reach a log line or a traceback.
+    token: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +55,16 @@ class ClientCertAuth:
     """A client certificate and key, as PEM."""
 
     cert_pem: bytes
-    key_pem: bytes
+    # Not in repr(): a secret must not reach a log line or a traceback.
+    key_pem: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class GoogleAuth:
     """A Google access token: `token` when the kubeconfig cached one, else the metadata server's."""
 
-    token: str | None = None
+    # Not in repr(): a secret must not reach a log line or a traceback.
+    token: str | None = field(default=None, repr=False)
 
 
 KubeAuth = TokenAuth | TokenFileAuth | ClientCertAuth | GoogleAuth
@@ -201,7 +204,7 @@ def parse_kubeconfig(
     k_where = f"clusters[{k_index}].cluster"
     server = f.text(cluster, "server", k_where)
     if server is None or not server.startswith(("https://", "http://")):
-        raise f.fail(f"{k_where}.server", f"must be an https:// URL, got {server!r}")
+        raise f.fail(f"{k_where}.server", f"must be an https:// (or http://) URL, got {server!r}")
 
     def path_of(value: str) -> str:
         return str(base / value) if base is not None and not Path(value).is_absolute() else value

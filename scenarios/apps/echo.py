@@ -17,7 +17,9 @@ certificate and reports its SPIFFE identity. Every answer is JSON:
 * `GET /fetch?url=U[&header=Name:Value ...][&idtoken=AUDIENCE]` -> calls U (like
   fortio's fetch) and reports its status, headers and body. `idtoken` first asks
   the metadata server for an ID token with that audience (`1` means U's origin) and
-  sends it as `Authorization: Bearer`.
+  sends it as `Authorization: Bearer`. Only hosts whose every address lies in
+  `ECHO_FETCH_ALLOW` (comma-separated CIDRs; loopback when unset) are fetched, so
+  the app is never an open relay; the world harness allows the world's network.
 
 SIGTERM stops it within a second, after logging `echo: SIGTERM` on stderr.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
+import ipaddress
 import json
 import os
 import signal
@@ -139,11 +142,39 @@ def _metadata_id_token(audience: str) -> str:
         return str(answer.read().decode())
 
 
+DEFAULT_FETCH_ALLOW = "127.0.0.0/8,::1/128"
+
+
+def fetch_allowed(host: str, allow: str, resolve: Callable[[str], list[str]]) -> str | None:
+    """None when every address of `host` is inside an `allow` CIDR, else why not."""
+    try:
+        networks = [ipaddress.ip_network(c.strip()) for c in allow.split(",") if c.strip()]
+    except ValueError as exc:
+        return f"ECHO_FETCH_ALLOW is not a list of CIDRs: {exc}"
+    try:
+        addresses = [ipaddress.ip_address(a) for a in resolve(host)]
+    except (OSError, ValueError) as exc:
+        return f"cannot resolve {host!r}: {exc}"
+    outside = [str(a) for a in addresses if not any(a in n for n in networks)]
+    if not addresses or outside:
+        return f"{host!r} resolves outside ECHO_FETCH_ALLOW ({allow}): {outside or 'nothing'}"
+    return None
+
+
+def _resolve(host: str) -> list[str]:
+    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, None)})
+
+
 def fetch(url: str, headers: list[tuple[str, str]], idtoken: str | None) -> dict[str, Any]:
     """Call `url` (http or https, trusting SSL_CERT_FILE) and describe the answer."""
     parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https"):
-        return {"url": url, "error": "only http and https URLs can be fetched"}
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return {"url": url, "error": "only http and https URLs with a host can be fetched"}
+    refused = fetch_allowed(
+        parsed.hostname, os.environ.get("ECHO_FETCH_ALLOW", DEFAULT_FETCH_ALLOW), _resolve
+    )
+    if refused is not None:
+        return {"url": url, "error": f"refused: {refused}"}
     sent = list(headers)
     if idtoken:
         audience = f"{parsed.scheme}://{parsed.netloc}" if idtoken == "1" else idtoken
@@ -155,12 +186,12 @@ def fetch(url: str, headers: list[tuple[str, str]], idtoken: str | None) -> dict
     context = ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE"))
     try:
         with urllib.request.urlopen(request, timeout=15, context=context) as answer:  # noqa: S310
-            status, got, body = answer.status, list(answer.headers.items()), answer.read()
+            status, got = answer.status, list(answer.headers.items())
+            body = answer.read(MAX_FETCH_BODY)
     except urllib.error.HTTPError as exc:
-        status, got, body = exc.code, list(exc.headers.items()), exc.read()
+        status, got, body = exc.code, list(exc.headers.items()), exc.read(MAX_FETCH_BODY)
     except (OSError, urllib.error.URLError) as exc:
         return {"url": url, "error": str(exc)}
-    body = body[:MAX_FETCH_BODY]
     try:
         parsed_body: Any = json.loads(body)
     except ValueError:

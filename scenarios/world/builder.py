@@ -235,6 +235,8 @@ class RunningWorld:
             "REQUESTS_CA_BUNDLE": ca,
             "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": ca,
             "CURL_CA_BUNDLE": ca,
+            # The echo app fetches only inside the world (it must never be an open relay).
+            "ECHO_FETCH_ALLOW": f"{self.plan.network},169.254.169.254/32",
         }
 
     def describe(self) -> dict[str, Any]:
@@ -381,8 +383,8 @@ class RunningWorld:
             )
         instance = RunInstance(name, service, run.generation, attachment, process, logs)
         self.instances[name] = instance
-        process.start()
         try:
+            process.start()
             netns.wait_tcp(
                 self.plan.emulator.netns,
                 attachment.address,
@@ -397,6 +399,10 @@ class RunningWorld:
                 f"instance {name} ({run.generation}) never listened on :{service.container_port}: "
                 f"{exc}\nstdout: {out[-1000:]}\nstderr: {err[-2000:]}"
             ) from exc
+        except BaseException:
+            # A sandbox that could not start (runsc failed or hung): no half-registered instance.
+            self.stop_instance(name)
+            raise
         self.run_instances.add(service, (attachment.address, service.container_port))
         log.info("world.instance_ready", extra={"instance": name, "address": attachment.address})
         return instance
@@ -754,11 +760,6 @@ def world_up(
     if unknown:
         raise WorldSpecError(spec.source, unknown)
     prefix = prefix or new_prefix()
-    state = WorldState.create(prefix, state_root)
-    ca_file = state.directory / "ca.pem"
-    world.pki.write_root(ca_file)
-    ca_file.chmod(0o644)
-    state.directory.chmod(0o755)
     pod_routes: dict[str, tuple[str, ...]] = {}
     for pod in spec.pods:
         cluster = find_cluster(world, pod.cluster)
@@ -774,6 +775,16 @@ def world_up(
         meshes=tuple(cluster_key(c) for c in meshes),
         pod_routes=pod_routes,
     )
+    state = WorldState.create(prefix, state_root)
+    try:
+        ca_file = state.directory / "ca.pem"
+        world.pki.write_root(ca_file)
+        ca_file.chmod(0o644)
+        state.directory.chmod(0o755)
+        root_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except BaseException:
+        sweep_world(state, SweepReport())
+        raise
     running = RunningWorld(
         spec=spec,
         plan=plan,
@@ -785,7 +796,7 @@ def world_up(
         run_instances=cloudrun.RunInstances(),
         hooks=hooks or PodHooks(),
         grace=spec.grace_s if grace is None else grace,
-        _root_netns=os.open("/proc/self/ns/net", os.O_RDONLY),
+        _root_netns=root_netns,
     )
     running.run_instances.launcher = running.launch
     if hooks is None:

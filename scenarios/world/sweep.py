@@ -290,7 +290,7 @@ def sweep(
         except (OSError, ValueError, KeyError) as exc:
             report.problems.append(f"{directory}: unreadable state ({exc}); removing what it names")
             state = WorldState(directory.name, directory, runsc_root=str(directory / "runsc"))
-        if state.owner_alive() and not include_live and state.owner.get("pid") != os.getpid():
+        if state.owner_alive() and not include_live:
             report.skipped_live.append(state.prefix)
             continue
         sweep_world(state, report)

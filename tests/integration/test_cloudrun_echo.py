@@ -111,6 +111,13 @@ class TestEcho:
             "body"
         ]["headers"]
 
+    def test_fetch_refuses_hosts_outside_the_allowlist(self, echo_server: Echo) -> None:
+        """/fetch is no open relay: a target outside ECHO_FETCH_ALLOW (loopback here) is refused."""
+        done = _curl(f"{echo_server.url}/fetch?url=http://192.0.2.1/")
+        fetched = json.loads(done.stdout)
+        assert "status" not in fetched
+        assert fetched["error"].startswith("refused: '192.0.2.1' resolves outside ECHO_FETCH_ALLOW")
+
     def test_mtls_peer_spiffe_identity(self, tmp_path: Path) -> None:
         """Over TLS with a client certificate, the report names the peer's SPIFFE id and ALPN."""
         ca_key, ca_cert = _ca()

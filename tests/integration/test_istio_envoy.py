@@ -203,7 +203,13 @@ def test_http_proxy_listener_routes_by_host(mesh: Mesh) -> None:
 
 def test_both_envoys_acked_everything(mesh: Mesh) -> None:
     """Every type sent to both Envoys (ADS and SDS streams) is ACKed, none NACKed."""
-    syncz = [c for c in mesh.syncz() if c["proxy"] in ("echo-1.test", "client-1.test")]
+
+    def both() -> list[dict[str, Any]]:
+        return [c for c in mesh.syncz() if c["proxy"] in ("echo-1.test", "client-1.test")]
+
+    # An ACK travels after the configuration it answers is in use: wait for it.
+    until(lambda: all(s["acked"] for c in both() for s in c["types"].values()))
+    syncz = both()
     assert {c["proxy"] for c in syncz} == {"echo-1.test", "client-1.test"}
     seen = {t for c in syncz for t in c["types"]}
     assert {"CDS", "EDS", "LDS", "RDS", "SDS"} <= seen
@@ -226,6 +232,8 @@ def test_a_peer_with_the_wrong_identity_is_refused(mesh: Mesh) -> None:
 
 def test_plaintext_to_a_strict_inbound_is_refused(mesh: Mesh) -> None:
     """A caller without a mesh certificate cannot reach the app behind STRICT mTLS."""
+    # The server Envoy's inbound listener is there (so a refusal below is the TLS check's)...
+    socket.create_connection(("127.0.0.3", mesh.ports["app_a"]), timeout=3).close()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.3:{mesh.ports['app_a']}/", timeout=3)
 

@@ -400,15 +400,18 @@ def test_ca_refuses_a_wrong_cluster_id(fresh_emu: RunningEmulator, tmp_path: Pat
 def test_identity_command_logs_phases(
     fresh_emu: RunningEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`krun identity --once` writes the files and logs discovery and identity times as fields."""
+    """`krun identity --once` writes the files and logs times as fields, never a secret."""
     environ = krun_env(fresh_emu, "fortio-0", MESH_BASE_DIR=str(tmp_path))
 
     code = cli.main(["identity", "--once"], environ)
 
-    lines: list[dict[str, Any]] = [
-        json.loads(line) for line in capsys.readouterr().out.splitlines()
-    ]
+    out, err = capsys.readouterr()
+    lines: list[dict[str, Any]] = [json.loads(line) for line in out.splitlines()]
     assert 0 == code
+    token = (tmp_path / "var/run/secrets/tokens/istio-token").read_text()
+    key = (tmp_path / "etc/certs/key.pem").read_text().splitlines()[1]
+    for secret in (token, token.split(".")[2], key):
+        assert secret not in out + err
     phases = {line["phase"]: line["ms"] for line in lines if line["event"] == "phase"}
     assert {"discovery", "identity"} == set(phases)
     prepared_line = next(line for line in lines if line["event"] == "prepared")

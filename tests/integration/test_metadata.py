@@ -357,6 +357,7 @@ def test_wait_times_out_with_the_current_value(emu: RunningEmulator) -> None:
     assert response.status_code == 200
     assert response.text == "demo-vm"
     assert response.headers["ETag"] == current.headers["ETag"]
+    assert emu.world.waiting == 0  # the timed-out wait left no subscription behind
 
 
 def _wait_for_waiter(emu: RunningEmulator) -> None:

@@ -17,6 +17,7 @@ import h2.events
 import pytest
 import requests
 
+from emulator import cli
 from emulator.testing import RunningEmulator, start
 
 pytestmark = pytest.mark.integration
@@ -201,3 +202,11 @@ def test_cli_check_reports_problems(tmp_path: Path) -> None:
     )
     assert 2 == proc.returncode
     assert "world.projects[0].number: required" in proc.stderr
+
+
+def test_cli_refuses_an_unknown_log_level(capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelt --log-level is a usage error naming the choices, not a traceback."""
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--log-level", "verbose", "check", "absent.yaml"])
+    assert 2 == caught.value.code
+    assert "--log-level: invalid choice: 'VERBOSE'" in capsys.readouterr().err

@@ -611,3 +611,24 @@ class TestDelegation:
                 json={"scope": [CLOUD_PLATFORM], "delegates": [IMPERSONATED]},
             )
         assert response.status_code == 400
+
+
+class TestTokeninfo:
+    def test_id_token_lives_by_the_world_clock(
+        self, fresh_emu: RunningEmulator, fresh_session: requests.Session
+    ) -> None:
+        """An ID token minted after the world clock moved ahead of the host's is valid, then expires."""
+        fresh_emu.clock.advance(7200)
+        token = fresh_emu.world.tokens.id_token(
+            subject="1234", audience=RUN_AUDIENCE, now=fresh_emu.clock(), lifetime=600
+        )
+        url = fresh_emu.url("oauth2") + "/tokeninfo"
+        fresh = fresh_session.get(url, params={"id_token": token})
+        fresh_emu.clock.advance(601)
+        stale = fresh_session.get(url, params={"id_token": token})
+        assert (200, "1234", RUN_AUDIENCE) == (
+            fresh.status_code,
+            fresh.json().get("sub"),
+            fresh.json().get("aud"),
+        )
+        assert (400, "Token expired") == (stale.status_code, stale.json()["error_description"])

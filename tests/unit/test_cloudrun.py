@@ -156,6 +156,12 @@ class TestForwarding:
         )
         assert b"<title>401 Unauthorized</title>" in error_page(401, "/x")
 
+    def test_error_pages_escape_the_path(self) -> None:
+        """A request target with markup is shown as text, not injected into the page."""
+        page = error_page(404, "/<script>x</script>")
+        assert b"<script>" not in page
+        assert b"<code>/&lt;script&gt;x&lt;/script&gt;</code>" in page
+
 
 class TestWorldFile:
     def test_run_services_take_port_and_scaling(self) -> None:

@@ -27,6 +27,9 @@ from emulator.faults import FaultKind, FaultTable, parse_fault
             "fault.duration_s: must be a positive number",
         ),
         ({"service": "sts", "kind": "reset", "colour": "red"}, "fault.colour: unknown field"),
+        ({"service": "sts", "kind": "reset", "path": 404}, "fault.path: must be a string"),
+        ({"service": "sts", "kind": "reset", "method": ["GET"]}, "fault.method: must be a string"),
+        ({"service": "sts", "kind": "status", "message": None}, "fault.message: must be a string"),
     ],
 )
 def test_bad_specs_name_the_field(spec: dict[str, object], message: str) -> None:

@@ -7,6 +7,7 @@ import pytest
 from krun.config import Settings
 from krun.decisions import Source
 from krun.discovery.addresses import ControlPlane, select_addresses
+from krun.errors import ConfigError
 
 CONNECTOR = {"IMCON_ADDR": "10.1.2.3"}
 
@@ -128,3 +129,22 @@ def test_unknown_istiod_says_why() -> None:
     assert "not loaded yet" in before.xds.why
     assert "no IMCON_ADDR" in without.xds.why
     assert "follows the XDS address" in before.ca.why
+
+
+@pytest.mark.parametrize(
+    ("mesh_env", "variable"),
+    [
+        ({"XDS_ADDR": "istiod.example"}, "XDS_ADDR"),
+        (CONNECTOR | {"CA_ADDR": "ca:port"}, "CA_ADDR"),
+        (CONNECTOR | {"CA_ADDR": "-"}, "CA_ADDR"),
+    ],
+)
+def test_bad_mesh_env_address_is_a_config_error(mesh_env: dict[str, str], variable: str) -> None:
+    """A mesh-env address that is not host:port names its key, as a bad env value would."""
+    with pytest.raises(ConfigError, match=f"{variable}: .* in the mesh-env map is not host:port"):
+        select_addresses(Settings.from_env({}), mesh_env)
+
+
+def test_mesh_env_xds_dash_means_proxyless() -> None:
+    """`XDS_ADDR=-` in mesh-env is proxyless, as in the environment."""
+    assert ControlPlane.PROXYLESS == select_addresses(Settings.from_env({}), {"XDS_ADDR": "-"}).kind

@@ -152,6 +152,26 @@ def test_failed_write_is_a_certificate_error_and_leaves_the_old_file(tmp_path: P
     assert ["key.pem"] == [p.name for p in tmp_path.iterdir()]
 
 
+def test_failed_set_replaces_nothing(tmp_path: Path) -> None:
+    """A key that cannot be written leaves every old file, so no new chain sits beside an old key."""
+    files = plan(tmp_path, proxy_uid=1337, proxy_gid=1337)
+    write_all(MATERIAL, files, as_root=False)
+
+    def refuse(fd: int, uid: int, gid: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    fresh = Material(chain=b"NEW CHAIN\n", key=b"NEW KEY\n", roots=b"NEW ROOTS\n")
+    with pytest.raises(CertificateError, match=r"key\.pem: Operation not permitted"):
+        write_all(fresh, files, as_root=True, chown=refuse)
+
+    written = {
+        str(p.relative_to(tmp_path)): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
+        for p in tmp_path.rglob("*")
+        if p.is_file()
+    }
+    assert EXPECTED == written
+
+
 def test_directories_cannot_be_made_under_a_file(tmp_path: Path) -> None:
     """A path blocked by a file is a CertificateError naming it."""
     (tmp_path / "etc").write_text("not a directory")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from krun.decisions import Decision, Source
+from krun.errors import ConfigError
 from krun.intercept.choose import Interception, Probes, choose
 from krun.intercept.probe import CAP_NET_ADMIN, effective_caps
 
@@ -82,3 +83,14 @@ def test_sources_name_what_decided() -> None:
 def test_effective_caps(status: str, capable: bool) -> None:
     """CAP_NET_ADMIN is bit 12 of CapEff in /proc/self/status."""
     assert capable == bool(effective_caps(status) >> CAP_NET_ADMIN & 1)
+
+
+def test_unknown_mode_from_mesh_env_is_a_config_error() -> None:
+    """A mesh-env mode that is not NONE, REDIRECT or TPROXY is refused, not taken as REDIRECT."""
+    with pytest.raises(ConfigError, match=r"ISTIO_META_INTERCEPTION_MODE: 'SIDECAR' .*mesh-env"):
+        choose(
+            CAPABLE,
+            proxyless=False,
+            mode=Decision("SIDECAR", Source.MESH_ENV, "ISTIO_META_INTERCEPTION_MODE"),
+            gateway=None,
+        )

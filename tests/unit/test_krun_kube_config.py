@@ -121,7 +121,7 @@ class TestKubeconfig:
                     "current-context: x\ncontexts: [{name: x, context: {cluster: c}}]\n"
                     "clusters: [{name: c, cluster: {server: 10.0.0.1}}]"
                 ),
-                "clusters[0].cluster.server: must be an https:// URL",
+                "clusters[0].cluster.server: must be an https:// (or http://) URL",
             ),
             (
                 (

@@ -95,6 +95,8 @@ class TestJsonPatch:
             [{"op": "test", "path": "/a/b/0", "value": True}],
             [{"op": "remove", "path": "/nope"}],
             [{"op": "replace", "path": "/a/b/9", "value": 1}],
+            [{"op": "replace", "path": "/a/b/\u00b2", "value": 1}],
+            [{"op": "add", "path": "/a/b/" + "9" * 5000, "value": 1}],
             [{"op": "move", "from": "/a", "path": "/a/b/x"}],
             [{"op": "frobnicate", "path": "/c"}],
             [{"op": "add", "path": "c", "value": 1}],

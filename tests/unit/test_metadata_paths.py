@@ -296,6 +296,14 @@ def test_recursive_json_is_camel_case_and_keeps_attribute_keys() -> None:
     assert "sa@p-demo.iam.gserviceaccount.com" in body["instance"]["serviceAccounts"]
 
 
+def test_any_attribute_key_lists_in_index_then_name_order() -> None:
+    """Attribute keys are anyone's text (the admin API sets them): digits sort first, by value."""
+    view = _view(Flavour.VM)
+    view.instance.attributes = {"10": "a", "2": "b", "\u00b2": "c", "z": "d"}
+    listing = _text(view, "/computeMetadata/v1/instance/attributes/")
+    assert ["2", "10", "z", "\u00b2"] == listing.split()
+
+
 def test_dynamic_leaves_are_listed_but_never_encoded() -> None:
     """token and identity appear in a listing, not in recursive JSON."""
     tree = build_tree(_view(Flavour.VM))

@@ -265,6 +265,8 @@ class TestIamBodies:
             {"seconds": 7200},
             {"minutes": 1},
             {"seconds": True},
+            {"seconds": "\u00b2"},
+            {"seconds": "9" * 5000},
         ],
     )
     def test_bad_lifetimes_are_invalid_argument(self, value: Any) -> None:

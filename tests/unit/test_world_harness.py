@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from emulator.world import Cluster
+from scenarios.apps.echo import fetch_allowed
 from scenarios.world import mesh
 from scenarios.world.errors import WorldSpecError
-from scenarios.world.plan import METADATA_IP, Plan, hosts_file, make_plan
+from scenarios.world.plan import METADATA_IP, Plan, hosts_file, make_plan, new_prefix
 from scenarios.world.pods import istio_rules
 from scenarios.world.sandbox import oci_config
 from scenarios.world.spec import PodRun, build_spec, expand
+from scenarios.world.sweep import WorldState, alive, process_start, sweep
 
 NET = ipaddress.IPv4Network("10.77.0.0/16")
 EMULATOR = {"projects": [{"id": "mesh-demo", "number": 1}]}
@@ -372,3 +377,58 @@ class TestMeshObjects:
         for name in ("xds-grpc", "sds-grpc"):
             address = clusters[name]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
             assert address["endpoint"]["address"]["socket_address"]["port_value"] == 15012
+
+
+class TestSweep:
+    def test_a_recycled_pid_is_not_the_recorded_process(self) -> None:
+        """A PID counts as alive only with the start time recorded for it."""
+        start = process_start(os.getpid())
+        assert start is not None
+        assert alive(os.getpid(), start)
+        assert not alive(os.getpid(), start + 1)
+
+    def test_live_worlds_are_kept_and_dead_ones_swept(self, tmp_path: Path) -> None:
+        """Without include_live a world whose owner runs (this process too) is left alone."""
+        live = WorldState.create(new_prefix(), tmp_path)
+        dead = WorldState.create(new_prefix(), tmp_path)
+        child = subprocess.Popen(["sleep", "30"])
+        dead.owner = {"pid": child.pid, "start": process_start(child.pid) or 0}
+        dead.save()
+        child.kill()
+        child.wait()
+
+        kept = sweep(prefix=live.prefix, root=tmp_path)
+        swept = sweep(prefix=dead.prefix, root=tmp_path)
+
+        assert (kept.skipped_live, kept.worlds) == ([live.prefix], [])
+        assert live.directory.is_dir()
+        assert swept.worlds == [dead.prefix]
+        assert not dead.directory.exists()
+        assert sweep(prefix=live.prefix, root=tmp_path, include_live=True).worlds == [live.prefix]
+        assert not live.directory.exists()
+
+
+class TestEchoFetchAllowlist:
+    """The echo app's /fetch only reaches hosts whose every address is allowed."""
+
+    @staticmethod
+    def resolver(table: dict[str, list[str]]) -> Callable[[str], list[str]]:
+        def resolve(host: str) -> list[str]:
+            if host not in table:
+                raise OSError("unknown host")
+            return table[host]
+
+        return resolve
+
+    def test_inside_and_outside(self) -> None:
+        """All addresses inside: allowed; any address outside, or none: refused with the reason."""
+        resolve = self.resolver(
+            {"in": ["10.77.1.2"], "mixed": ["10.77.1.2", "8.8.8.8"], "none": [], "lo": ["::1"]}
+        )
+        allow = "10.77.0.0/16,::1/128"
+        assert fetch_allowed("in", allow, resolve) is None
+        assert fetch_allowed("lo", allow, resolve) is None
+        assert "['8.8.8.8']" in (fetch_allowed("mixed", allow, resolve) or "")
+        assert "resolves outside" in (fetch_allowed("none", allow, resolve) or "")
+        assert "cannot resolve 'gone'" in (fetch_allowed("gone", allow, resolve) or "")
+        assert "not a list of CIDRs" in (fetch_allowed("in", "10.0.0.0/33", resolve) or "")

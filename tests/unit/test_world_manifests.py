@@ -83,6 +83,18 @@ def test_bad_manifests_are_named_by_field(manifests: str, problem: str, tmp_path
     ), caught.value.problems
 
 
+def test_manifest_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    """A manifest file of non-UTF-8 bytes is a problem of its field, not a crash."""
+    (tmp_path / "latin1.yaml").write_bytes(b"data: caf\xe9\n")
+    with pytest.raises(WorldFileError) as caught:
+        world_with("- latin1.yaml", base_dir=tmp_path)
+
+    assert any(
+        p.startswith("world.projects[0].clusters[0].manifests[0]: cannot read") and "UTF-8" in p
+        for p in caught.value.problems
+    ), caught.value.problems
+
+
 def test_demo_world_grants_mesh_env_as_the_manifests_do() -> None:
     """The demo's istio-autoconf Role and binding equal manifests/hgate's, which grant mesh-env."""
     repo = list(

@@ -156,6 +156,14 @@ def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
     assert caught.value.problems[0].startswith("line ")
 
 
+def test_non_utf8_file_is_a_world_file_error(tmp_path: Path) -> None:
+    """A world file of non-UTF-8 bytes is a WorldFileError, not a traceback."""
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(WorldFileError, match="cannot read: not UTF-8"):
+        load_world(path)
+
+
 def test_missing_file_is_a_world_file_error(tmp_path: Path) -> None:
     """An unreadable file is a WorldFileError, not an OSError."""
     with pytest.raises(WorldFileError, match="cannot read"):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -27,6 +29,8 @@ pytestmark = pytest.mark.world
 CALLER = "caller@mesh-demo.iam.gserviceaccount.com"
 STRANGER = "stranger@mesh-demo.iam.gserviceaccount.com"
 REGION_URL = "http://metadata.google.internal/computeMetadata/v1/instance/region"
+UP_TIMEOUT = 120.0
+"""Generous bound for `krun-scenario up` to build the crash world (seconds)."""
 
 
 @pytest.fixture(scope="module")
@@ -185,10 +189,15 @@ def test_stop_sends_sigterm_then_sigkill(world: RunningWorld, tmp_path: Path) ->
         state=world.state,
     )
     process.start()
-    deadline = time.monotonic() + 10
-    while "up" not in process.logs.read()[0] and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert process.stop(0.3) == -signal.SIGKILL
+    try:
+        # SIGTERM must come after the handler is installed, however slow the interpreter starts.
+        deadline = time.monotonic() + 60
+        while "up" not in process.logs.read()[0] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "up" in process.logs.read()[0], process.logs.read()[1]
+    finally:
+        status = process.stop(0.3)
+    assert status == -signal.SIGKILL
 
 
 def _crash_spec(harness_spec: WorldSpec) -> str:
@@ -196,6 +205,16 @@ def _crash_spec(harness_spec: WorldSpec) -> str:
     for service in raw["emulator"]["projects"][0]["run_services"]:
         service["min_instances"] = 1
     return yaml.safe_dump(raw)
+
+
+def _worlds_owned_by(pid: int) -> list[str]:
+    """Prefixes of the worlds whose state files name `pid` as their owner."""
+    found = []
+    for directory in STATE_ROOT.glob("kw*"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if WorldState.load(directory).owner.get("pid") == pid:
+                found.append(directory.name)
+    return found
 
 
 def test_crashed_world_is_swept_clean(harness_spec: WorldSpec, tmp_path: Path) -> None:
@@ -209,41 +228,53 @@ def test_crashed_world_is_swept_clean(harness_spec: WorldSpec, tmp_path: Path) -
         text=True,
         cwd=Path(__file__).resolve().parents[2],
     )
+    swept = False
     try:
         assert harness.stdout is not None
+        ready, _, _ = select.select([harness.stdout], [], [], UP_TIMEOUT)
+        assert ready, f"the harness printed nothing within {UP_TIMEOUT:g}s"
         line = harness.stdout.readline()
         assert line, harness.stderr.read() if harness.stderr else ""
         described = json.loads(line)
+        harness.kill()
+        harness.wait(timeout=10)
+        prefix = described["prefix"]
+        state = WorldState.load(STATE_ROOT / prefix)
+        pids = [(p["pid"], p["start"]) for p in state.processes]
+        assert len(described["namespaces"]["instances"]) == 2
+        assert runsc_containers(state.runsc_root), (
+            "the crashed world should have left a gVisor container"
+        )
+        assert any(alive(pid, start) for pid, start in pids)
+        envoys = [(p["pid"], p["start"]) for p in state.processes if p["what"].endswith("/envoy")]
+        assert len(envoys) == len(described["namespaces"]["pods"]) == 2
+        assert all(alive(pid, start) for pid, start in envoys), (
+            "the crash should leave Envoys running"
+        )
+
+        report = sweep(prefix=prefix)
+        swept = True
+
+        assert report.worlds == [prefix]
+        assert leftovers(prefix) == {
+            "namespaces": [],
+            "etc_netns": [],
+            "links": [],
+            "mounts": [],
+            "state_dirs": [],
+        }
+        assert not any(alive(pid, start) for pid, start in pids)
+        assert not Path(state.runsc_root).exists()
     finally:
         harness.kill()
         harness.wait(timeout=10)
         for pipe in (harness.stdout, harness.stderr):
             if pipe is not None:
                 pipe.close()
-    prefix = described["prefix"]
-    state = WorldState.load(STATE_ROOT / prefix)
-    pids = [(p["pid"], p["start"]) for p in state.processes]
-    assert len(described["namespaces"]["instances"]) == 2
-    assert runsc_containers(state.runsc_root), (
-        "the crashed world should have left a gVisor container"
-    )
-    assert any(alive(pid, start) for pid, start in pids)
-    envoys = [(p["pid"], p["start"]) for p in state.processes if p["what"].endswith("/envoy")]
-    assert len(envoys) == len(described["namespaces"]["pods"]) == 2
-    assert all(alive(pid, start) for pid, start in envoys), "the crash should leave Envoys running"
-
-    report = sweep(prefix=prefix)
-
-    assert report.worlds == [prefix]
-    assert leftovers(prefix) == {
-        "namespaces": [],
-        "etc_netns": [],
-        "links": [],
-        "mounts": [],
-        "state_dirs": [],
-    }
-    assert not any(alive(pid, start) for pid, start in pids)
-    assert not Path(state.runsc_root).exists()
+        if not swept:
+            # Whatever went wrong above, the crashed world must not outlive the test.
+            for owned in _worlds_owned_by(harness.pid):
+                sweep(prefix=owned)
 
 
 def test_teardown_leaves_nothing(harness_spec: WorldSpec, tmp_path: Path) -> None:
