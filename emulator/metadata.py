@@ -525,6 +525,10 @@ def _ok(rendered: Rendered) -> Response:
     return Response(200, rendered.body, headers)
 
 
+TOKEN_CACHE_SIZE = 1024
+"""Distinct (account, scopes) pairs remembered; a new pair past this evicts the oldest."""
+
+
 class _TokenCache:
     """Access tokens per (account, scopes), reused until close to expiry like GCE does."""
 
@@ -544,6 +548,9 @@ class _TokenCache:
         token = world.tokens.issue_access_token(
             Principal.for_email(email), scopes, now=now, lifetime=world.token_lifetime
         )
+        if len(self._tokens) >= TOKEN_CACHE_SIZE:
+            # Callers choose the scopes, so the key space is theirs: forget the oldest.
+            self._tokens.pop(next(iter(self._tokens)))
         self._tokens[key] = token
         return token
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from emulator import metadata
 from emulator.asgi import parse_query
 from emulator.metadata import (
     MAX_WAIT_S,
@@ -28,7 +29,9 @@ from emulator.metadata import (
     resolve,
     to_json,
 )
+from emulator.testing import demo_world_text
 from emulator.world import Flavour, Instance, Project, ServiceAccount
+from emulator.worldfile import parse_world
 
 V1 = ("computeMetadata", "v1")
 
@@ -363,3 +366,15 @@ def test_leaf_with_slash_is_404() -> None:
     with pytest.raises(MetadataRequestError) as caught:
         _get(_view(Flavour.VM), "/computeMetadata/v1/project/project-id/")
     assert caught.value.status == 404
+
+
+def test_token_cache_is_bounded() -> None:
+    """Caller-chosen scopes cannot grow the metadata token cache past its size."""
+    world = parse_world(demo_world_text())
+    cache = metadata._TokenCache()
+    email = "vm-default@mesh-demo.iam.gserviceaccount.com"
+    first = cache.get(world, email, ("s0",))
+    for i in range(1, metadata.TOKEN_CACHE_SIZE + 5):
+        cache.get(world, email, (f"s{i}",))
+    assert len(cache._tokens) == metadata.TOKEN_CACHE_SIZE
+    assert cache.get(world, email, ("s0",)) != first  # evicted, so a new token was issued
