@@ -62,12 +62,18 @@ def oci_config(
     etc_files: Mapping[str, str] | None = None,
     hostname: str = "localhost",
     binds: Sequence[str] = (),
+    memory_overlay: bool = False,
 ) -> dict[str, Any]:
     """An OCI runtime config for runsc: read-only root, the given netns, /etc files bound in.
 
     `binds` are host directories shown read-only at the same path, after the
     fresh tmpfs mounts: a checkout under /tmp (as CI makes) would otherwise be
     hidden by the sandbox's own /tmp.
+
+    `memory_overlay` marks the root writable for runsc's `--overlay2=root:memory`
+    (Cloud Run gen1's in-memory writable file system): writes land in the
+    sandbox's memory, never on the host. Without that flag runsc would write
+    through to the host, so the two always go together (see GVisorProcess).
     """
     capabilities = list(DOCKER_CAPABILITIES) if uid == 0 else []
     mounts: list[dict[str, Any]] = [
@@ -109,7 +115,7 @@ def oci_config(
             ),
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 65536, "soft": 65536}],
         },
-        "root": {"path": root, "readonly": True},
+        "root": {"path": root, "readonly": not memory_overlay},
         "hostname": hostname,
         "mounts": mounts,
         "linux": {
@@ -254,6 +260,7 @@ class GVisorProcess:
             uid=self.uid,
             cwd=self.cwd,
             binds=[self.cwd] if self.root == "/" and self.cwd != "/" else [],
+            memory_overlay=True,
             etc_files={
                 "/etc/hosts": str(etc / "hosts"),
                 "/etc/resolv.conf": str(etc / "resolv.conf"),
@@ -265,6 +272,8 @@ class GVisorProcess:
         run = self._runsc(
             "--ignore-cgroups",
             "--network=host",
+            # Writable root in memory only; the bundle's root is writable because of it.
+            "--overlay2=root:memory",
             "run",
             "--bundle",
             str(self.bundle),

@@ -267,6 +267,8 @@ class TestBundleAndRules:
             etc_files={"/etc/hosts": "/etc/netns/kwabc123-i0/hosts"},
         )
         assert config["root"] == {"path": "/", "readonly": True}
+        overlaid = oci_config(args=["app"], env={}, netns_path="/n", memory_overlay=True)
+        assert overlaid["root"] == {"path": "/", "readonly": False}
         assert {"type": "network", "path": "/run/netns/kwabc123-i0"} in config["linux"][
             "namespaces"
         ]

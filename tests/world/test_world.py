@@ -69,6 +69,15 @@ def test_metadata_answers_instances_as_serverless(
         assert body == "projects/123456789012/regions/us-central1"
 
 
+def test_gen1_root_is_writable_in_memory_only(world: RunningWorld, gen1: RunInstance) -> None:
+    """As on Cloud Run gen1, the file system is writable, and writes never reach the host."""
+    probe = Path("/etc") / f"krun-gen1-write-{gen1.name}"
+    done = world.exec(gen1.name, ["sh", "-c", f"echo written > {probe} && cat {probe}"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "written"
+    assert not probe.exists()  # the host's /etc is untouched
+
+
 def test_iptables_fails_in_gen1_and_works_in_gen2(
     world: RunningWorld, gen1: RunInstance, gen2: RunInstance
 ) -> None:
