@@ -26,12 +26,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from krun import env
 from krun.config import Settings
 from krun.decisions import Decision, Source
-from krun.discovery import crm, naming
+from krun.discovery import naming
 from krun.discovery.addresses import Addresses, select_addresses
 from krun.discovery.gke import ClusterInfo, GkeClient, quota_project, select_cluster
 from krun.discovery.metadata import InstanceInfo, MetadataClient, Platform
@@ -50,6 +50,9 @@ from krun.kube.config import (
 from krun.log import LOGGER
 from krun.meshenv import layered, parse_document
 from krun.meshurl import ClusterMesh, MeshEnvFile, MeshEnvUrl, TrafficDirector
+
+if TYPE_CHECKING:
+    from krun.discovery.crm import ProjectInfo
 
 _LOGGED = ("platform", "config_project", "cluster", "namespace", "name", "trust_domain")
 MESH_ENV_NAMESPACE = "istio-system"
@@ -493,9 +496,9 @@ class _ProjectCache:
         self.settings = settings
         self.http = http
         self.instance = instance
-        self.found: dict[str, tuple[crm.ProjectInfo | None, str]] = {}
+        self.found: dict[str, tuple[ProjectInfo | None, str]] = {}
 
-    def get(self, project: str, d: Discovery) -> tuple[crm.ProjectInfo | None, str]:
+    def get(self, project: str, d: Discovery) -> tuple[ProjectInfo | None, str]:
         if project not in self.found:
             self.found[project] = self._read(project, d)
         return self.found[project]
@@ -506,9 +509,13 @@ class _ProjectCache:
         info, note = self.get(project, d)
         return (info.labels if info else None), note
 
-    def _read(self, project: str, d: Discovery) -> tuple[crm.ProjectInfo | None, str]:
+    def _read(self, project: str, d: Discovery) -> tuple[ProjectInfo | None, str]:
         if self.instance.token is None:
             return None, "no Google access token for Resource Manager"
+        # Imported here: a start whose metadata gives the project number and whose namespace
+        # comes from env or a k8s-NAMESPACE@ account never reads Resource Manager.
+        from krun.discovery import crm  # noqa: PLC0415
+
         start = time.perf_counter()
         try:
             info = crm.get_project(
