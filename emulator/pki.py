@@ -19,6 +19,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _PEM = serialization.Encoding.PEM
+_CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+"""What a CA certificate may do: sign certificates and CRLs (and its own OCSP answers)."""
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -65,17 +77,7 @@ class WorldPKI:
             .not_valid_after(self._now + dt.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
+                _CA_KEY_USAGE,
                 critical=True,
             )
             .add_extension(
@@ -104,17 +106,7 @@ class WorldPKI:
                 x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
             ]
         )
-        usage = x509.KeyUsage(
-            digital_signature=True,
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=True,
-            crl_sign=True,
-            encipher_only=False,
-            decipher_only=False,
-        )
+        usage = _CA_KEY_USAGE
         cert = (
             x509.CertificateBuilder()
             .subject_name(subject)

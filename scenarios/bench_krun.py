@@ -30,6 +30,7 @@ from pathlib import Path
 
 from emulator.testing import RunningEmulator, start
 from scenarios.bench import positive_runs
+from scenarios.krun_env import loopback_env
 
 RUN_TIMEOUT = 120.0
 """Bound on each measured process (seconds): a hung run fails instead of hanging the bench."""
@@ -47,18 +48,14 @@ def _run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 
 def _krun_env(emu: RunningEmulator, base: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "SSL_CERT_FILE": str(emu.ca_file),
-        "KRUN_CONTAINER_ENDPOINT": emu.url("container"),
-        "KRUN_CRM_ENDPOINT": emu.url("cloudresourcemanager"),
-        "KRUN_STS_ENDPOINT": emu.url("sts"),
-        "KRUN_IAMCREDENTIALS_ENDPOINT": emu.url("iamcredentials"),
-        "MESH_BASE_DIR": str(base),
-        "K_SERVICE": "fortio",
-        "PORT": "8080",
-        **emu.metadata_env("fortio-0"),
-    }
+    return loopback_env(
+        emu,
+        "fortio-0",
+        PATH=os.environ.get("PATH", "/usr/bin:/bin"),
+        MESH_BASE_DIR=str(base),
+        K_SERVICE="fortio",
+        PORT="8080",
+    )
 
 
 def measure(runs: int) -> dict[str, dict[str, float]]:

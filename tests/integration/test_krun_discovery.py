@@ -21,25 +21,12 @@ from krun.errors import ConfigError, DiscoveryError
 from krun.http import HttpClient
 from krun.intercept import probe as machine
 from krun.intercept.choose import Probes
+from scenarios.krun_env import loopback_env as krun_env
 
 pytestmark = pytest.mark.integration
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "krun"
 FORTIO = "k8s-fortio@mesh-demo.iam.gserviceaccount.com"
-
-
-def krun_env(emu: RunningEmulator, instance: str | None, **extra: str) -> dict[str, str]:
-    """What a workload in `instance` would see, with Google's APIs pointed at the emulator."""
-    environ = {
-        "SSL_CERT_FILE": str(emu.ca_file),
-        "KRUN_CONTAINER_ENDPOINT": emu.url("container"),
-        "KRUN_CRM_ENDPOINT": emu.url("cloudresourcemanager"),
-        "KRUN_STS_ENDPOINT": emu.url("sts"),
-        "KRUN_IAMCREDENTIALS_ENDPOINT": emu.url("iamcredentials"),
-    }
-    if instance is not None:
-        environ |= emu.metadata_env(instance)
-    return environ | extra
 
 
 def run(emu: RunningEmulator, instance: str | None, **extra: str) -> Discovery:

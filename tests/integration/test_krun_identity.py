@@ -16,6 +16,7 @@ from krun.discovery.metadata import MetadataClient
 from krun.errors import IdentityError
 from krun.http import HttpClient
 from krun.identity.google import MetadataTokens, StsTokens
+from scenarios.krun_env import loopback_env
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +28,7 @@ def sts_for(
     emu: RunningEmulator, kube_token: object, *, clock: object = None, **overrides: str
 ) -> StsTokens:
     """STS tokens configured from krun's own discovery of fortio-0."""
-    environ = emu.metadata_env("fortio-0") | {
-        "SSL_CERT_FILE": str(emu.ca_file),
-        "KRUN_CONTAINER_ENDPOINT": emu.url("container"),
-        "KRUN_CRM_ENDPOINT": emu.url("cloudresourcemanager"),
-    }
-    settings = Settings.from_env(environ)
+    settings = Settings.from_env(loopback_env(emu, "fortio-0"))
     http = HttpClient(ca_file=settings.ca_file)
     found = discover(settings, http)
     args: dict[str, Any] = {

@@ -29,6 +29,7 @@ from krun.http import HttpClient
 from krun.identity.manager import Identity
 from krun.meshenv import merged_ports
 from krun.prepare import Prepared, prepare
+from scenarios.krun_env import loopback_env as krun_env
 
 pytestmark = pytest.mark.integration
 
@@ -36,19 +37,6 @@ FORTIO = "k8s-fortio@mesh-demo.iam.gserviceaccount.com"
 SERVICE_AGENT = "service-123456789012@gcp-sa-meshdataplane.iam.gserviceaccount.com"
 SPIFFE = "spiffe://mesh-demo.svc.id.goog/ns/fortio/sa/default"
 ISTIO = ("mesh-demo", "us-central1-c", "istio")
-
-
-def krun_env(emu: RunningEmulator, instance: str | None, **extra: str) -> dict[str, str]:
-    environ = {
-        "SSL_CERT_FILE": str(emu.ca_file),
-        "KRUN_CONTAINER_ENDPOINT": emu.url("container"),
-        "KRUN_CRM_ENDPOINT": emu.url("cloudresourcemanager"),
-        "KRUN_STS_ENDPOINT": emu.url("sts"),
-        "KRUN_IAMCREDENTIALS_ENDPOINT": emu.url("iamcredentials"),
-    }
-    if instance is not None:
-        environ |= emu.metadata_env(instance)
-    return environ | extra
 
 
 def settings_for(emu: RunningEmulator, instance: str | None, **extra: str) -> Settings:
