@@ -121,11 +121,24 @@ def create(name: str) -> None:
 
 
 def remove(name: str) -> None:
-    """Delete a namespace (its links go with it); a missing one is fine."""
-    from pyroute2 import netns  # noqa: PLC0415
+    """Delete a namespace (its links go with it); a missing one is fine.
 
-    if exists(name):
-        netns.remove(name)
+    The veth is deleted first, on purpose: the kernel tears a namespace down
+    asynchronously, so its veth's world-side end (`vh<index>`) can outlive the
+    namespace for a moment, and restarting the same participant at once would
+    then fail with "File exists". Deleting one end of a veth removes both, now.
+    """
+    from pyroute2 import NetlinkError, netns  # noqa: PLC0415
+
+    if not exists(name):
+        return
+    try:
+        with _ipr(name) as ipr:
+            for index in ipr.link_lookup(ifname="eth0"):
+                ipr.link("del", index=index)
+    except NetlinkError:
+        pass  # already gone: the namespace removal below finishes the job
+    netns.remove(name)
 
 
 def _ipr(name: str) -> Any:  # pyroute2 is untyped
