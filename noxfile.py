@@ -32,8 +32,12 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Every tier CI runs: unit, then integration (loopback)."""
-    _pytest(session, "tests")
+    """Every tier CI runs: unit and integration (loopback), then the world tier (root)."""
+    _pytest(session, "tests/unit", "tests/integration")
+    # The world tier gets a process of its own: its emulator runs on a thread inside a
+    # network namespace, and threads that gRPC spawns from there stay in that namespace,
+    # so a later loopback test in the same process could bind or dial in the wrong one.
+    _pytest(session, "tests/world")
 
 
 @nox.session(default=False)
