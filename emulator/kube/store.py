@@ -236,14 +236,7 @@ class Store:
             wanted = metadata.get("resourceVersion")
             if check_version and wanted and wanted != old_meta["resourceVersion"]:
                 raise self._conflict(resource, name, status.STALE)
-            uid = metadata.get("uid")
-            if uid and uid != old_meta["uid"]:
-                raise self._conflict(
-                    resource,
-                    name,
-                    f"Precondition failed: UID in precondition: {uid}, "
-                    f"UID in object meta: {old_meta['uid']}",
-                )
+            self._check_uid(resource, name, metadata.get("uid"), old_meta)
             for kept in (
                 "uid",
                 "creationTimestamp",
@@ -286,13 +279,7 @@ class Store:
             if old is None:
                 raise self._not_found(resource, name)
             old_meta = old["metadata"]
-            if uid and uid != old_meta["uid"]:
-                raise self._conflict(
-                    resource,
-                    name,
-                    f"Precondition failed: UID in precondition: {uid}, "
-                    f"UID in object meta: {old_meta['uid']}",
-                )
+            self._check_uid(resource, name, uid, old_meta)
             if resource_version and resource_version != old_meta["resourceVersion"]:
                 raise self._conflict(
                     resource,
@@ -521,6 +508,18 @@ class Store:
 
     def _conflict(self, resource: str, name: str, why: str) -> status.StatusError:
         return status.conflict(*self._split(resource), name, why)
+
+    def _check_uid(
+        self, resource: str, name: str, uid: str | None, old_meta: dict[str, Any]
+    ) -> None:
+        """A UID precondition (update or delete) must name the stored object."""
+        if uid and uid != old_meta["uid"]:
+            raise self._conflict(
+                resource,
+                name,
+                f"Precondition failed: UID in precondition: {uid}, "
+                f"UID in object meta: {old_meta['uid']}",
+            )
 
 
 def _wanted(subscription: Subscription, event: Event) -> bool:

@@ -42,6 +42,20 @@ def test_versions_grow_and_stale_updates_conflict(store: Store) -> None:
     assert ("Conflict", 409) == (caught.value.reason, caught.value.code)
 
 
+def test_uid_preconditions_must_name_the_stored_object(store: Store) -> None:
+    """Update and delete with another object's UID are 409s that say which UIDs differ."""
+    created = store.create("configmaps", cm("a"))
+    stranger = {**created, "metadata": {**created["metadata"], "uid": "not-the-uid"}}
+    with pytest.raises(StatusError) as on_update:
+        store.update("configmaps", stranger)
+    with pytest.raises(StatusError) as on_delete:
+        store.delete("configmaps", "ns", "a", uid="not-the-uid")
+    for caught in (on_update, on_delete):
+        assert ("Conflict", 409) == (caught.value.reason, caught.value.code)
+        assert "UID in precondition: not-the-uid" in str(caught.value)
+    assert created["metadata"]["uid"] == store.get("configmaps", "ns", "a")["metadata"]["uid"]
+
+
 def test_no_op_update_keeps_version(store: Store) -> None:
     """Writing an unchanged object sends no event and keeps its version."""
     created = store.create("configmaps", cm("a"))
